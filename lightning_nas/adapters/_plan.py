@@ -1,0 +1,47 @@
+"""What an adapter hands to the supernet: named dimensions plus how each module axis follows them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from lightning_nas.space import Dimension
+
+__all__ = ["AxisKey", "ElasticPlan", "Segment"]
+
+
+class Segment(NamedTuple):
+    """A run of entries on a module axis that follows one width dimension (or stays fixed).
+
+    Attributes:
+        dim: Name of the width dimension, or ``None`` for entries that never shrink.
+        units: Number of units of the full axis segment.
+        width: Entries per unit (e.g. head size, or spatial positions after a flatten).
+    """
+
+    dim: str | None
+    units: int
+    width: int = 1
+
+    @property
+    def length(self) -> int:
+        return self.units * self.width
+
+
+#: ``(module path, role)`` with role ``"in"``, ``"out"`` or ``"features"``.
+AxisKey = tuple[str, str]
+
+
+@dataclass
+class ElasticPlan:
+    """Elastic dimensions of a model and, for every elastic module axis, its layout.
+
+    Attributes:
+        dimensions: The named dimensions (widths, depths, kernels) with default choices.
+        layouts: For each ``(module path, role)``, the segments the axis is made of, in order.
+        notes: Human-readable reasons why parts of the model stay fixed (shown by ``describe``).
+    """
+
+    dimensions: dict[str, Dimension]
+    layouts: dict[AxisKey, tuple[Segment, ...]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,501 @@
+"""The supernet: an ordinary model whose modules became elastic, plus its named dimensions."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from lightning.fabric.utilities import move_data_to_device
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
+from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
+from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
+
+__all__ = ["Supernet", "call_model"]
+
+_ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
+_AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
+    (nn.Linear, "in"): lambda m: m.in_features,
+    (nn.Linear, "out"): lambda m: m.out_features,
+    (nn.Conv2d, "in"): lambda m: m.in_channels,
+    (nn.Conv2d, "out"): lambda m: m.out_channels,
+    (nn.BatchNorm1d, "features"): lambda m: m.num_features,
+    (nn.BatchNorm2d, "features"): lambda m: m.num_features,
+    (nn.LayerNorm, "features"): lambda m: m.normalized_shape[0],
+    (nn.Embedding, "out"): lambda m: m.embedding_dim,
+}
+
+
+def call_model(model: nn.Module, batch: Any) -> Any:
+    """Run ``model`` on a batch as data loaders usually yield it.
+
+    A tensor is the input; for a tuple or list the first item is the input (``(x, y)``); a mapping
+    is passed as keyword arguments without its labels (Hugging Face style batches).
+    """
+    if isinstance(batch, Tensor):
+        return model(batch)
+    if isinstance(batch, Mapping):
+        return model(**{k: v for k, v in batch.items() if k not in ("labels", "label")})
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    raise TypeError(f"cannot tell the model input in a batch of type {type(batch).__name__}; pass `forward=`")
+
+
+def _example_runner(example_input: Any) -> Callable[[nn.Module], Any]:
+    if isinstance(example_input, Mapping):
+        return lambda model: model(**example_input)
+    if isinstance(example_input, tuple):
+        return lambda model: model(*example_input)
+    return lambda model: model(example_input)
+
+
+def _parse_axis(axis: str) -> tuple[str, str | None]:
+    path, _, role = axis.partition(":")
+    return path, role or None
+
+
+class Supernet:
+    """A weight-entangled supernet made from an ordinary ``nn.Module``.
+
+    The model's supported layers are swapped, in place, for elastic versions that share the very
+    same parameters (state-dict keys and optimizers are unaffected). Every sub-network is the
+    leading slice of those weights; :meth:`set_arch` activates one, :meth:`extract` returns it as a
+    standalone dense model whose outputs equal the sub-network's.
+
+    Args:
+        model: The model. Its submodules are replaced in place; use :attr:`model` afterwards
+            (it is the same object unless ``model`` itself is an elastic container).
+        dimensions: Explicit dimensions (:class:`~lightning_nas.Width`, :class:`~lightning_nas.Depth`,
+            :class:`~lightning_nas.Kernel`), by name. Without them an adapter finds them by
+            tracing the forward on ``example_input``.
+        example_input: An input for ``model(...)`` (a tensor, a tuple of positional arguments or a
+            mapping of keyword arguments). Needed to discover dimensions and to measure FLOPs.
+        space: Narrower choices for some dimensions, ``{name: values}`` (an int fixes one).
+        adapter: Name or instance of the adapter to use; by default the first that matches.
+        **adapter_options: Passed to the adapter, e.g. ``width_fractions=(0.5, 1.0)``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        >>> net = Supernet(model, example_input=torch.randn(1, 4))
+        >>> net.space
+        SearchSpace({'0': [8, 16, 24, 32]})
+        >>> small = net.extract({"0": 8})
+        >>> small[0]
+        Linear(in_features=4, out_features=8, bias=True)
+        >>> net.num_params({"0": 8}) == sum(p.numel() for p in small.parameters())
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dimensions: Mapping[str, Dimension] | None = None,
+        *,
+        example_input: Any = None,
+        space: Mapping[str, Sequence[int] | int] | None = None,
+        adapter: str | Adapter | None = None,
+        **adapter_options: Any,
+    ) -> None:
+        if isinstance(model, ElasticModule) or any(isinstance(m, ElasticModule) for m in model.modules()):
+            raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
+        self.example_input = example_input
+        self._run = None if example_input is None else _example_runner(example_input)
+        reference = self._output_shapes(model) if self._run is not None else None
+        if dimensions is not None:
+            self.adapter: Adapter | None = None
+            self.plan = _plan_from_dimensions(model, dimensions)
+        else:
+            if self._run is None:
+                raise ValueError(
+                    "Supernet needs `example_input` to discover elastic dimensions "
+                    "(or explicit `dimensions=`)"
+                )
+            self.adapter = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
+            self.plan = self.adapter.plan(model, self._run, **adapter_options)
+        if not self.plan.dimensions:
+            notes = "; ".join(self.plan.notes) or "no supported layers were found"
+            raise ValueError(f"{type(model).__name__} has no elastic dimension: {notes}")
+        self.space = SearchSpace(self.plan.dimensions)
+        if space:
+            self.space = self.space.restrict(space)
+        self.model = _convert(model, self.plan)
+        self._axes = [
+            (self.model.get_submodule(path), _ROLE_ATTR[role], segments)
+            for (path, role), segments in self.plan.layouts.items()
+        ]
+        self._index_cache: dict[tuple[int, tuple[int, ...], str], Index] = {}
+        self._arch = self.space.max_arch()
+        if reference is not None:
+            self._verify(reference)
+
+    # architecture -----------------------------------------------------------------------------
+    @property
+    def arch(self) -> Arch:
+        """The active architecture (a copy)."""
+        return dict(self._arch)
+
+    def max_arch(self) -> Arch:
+        return self.space.max_arch()
+
+    def min_arch(self) -> Arch:
+        return self.space.min_arch()
+
+    def sample_arch(self, rng: random.Random | int | None = None) -> Arch:
+        return self.space.sample(rng)
+
+    def set_arch(self, arch: Mapping[str, int] | None = None) -> None:
+        """Activate a sub-network. ``None`` activates the full model.
+
+        Dimensions missing from ``arch`` take their full size; values outside the search space are
+        allowed as long as the model has them (e.g. the full size of a restricted dimension).
+        """
+        full = {name: int(dim.size) for name, dim in self.plan.dimensions.items()}
+        values = dict(full)
+        if arch is not None:
+            for name, value in arch.items():
+                if name not in full:
+                    raise ValueError(f"unknown dimension {name!r}; dimensions are {list(full)}")
+                low = 0 if isinstance(self.plan.dimensions[name], Depth) else 1
+                if not low <= int(value) <= full[name]:
+                    raise ValueError(f"value {value} for dimension {name!r} is outside [{low}, {full[name]}]")
+                values[name] = int(value)
+        for position, (module, attr, segments) in enumerate(self._axes):
+            object.__setattr__(module, attr, self._index(position, module, segments, values))
+        for name, dim in self.plan.dimensions.items():
+            if isinstance(dim, Depth):
+                container = self.model.get_submodule(dim.container)
+                skipped = frozenset(dim.blocks[values[name] :])
+                object.__setattr__(container, "skipped", skipped or None)
+            elif isinstance(dim, Kernel):
+                for path in dim.modules:
+                    kernel = None if values[name] == dim.size else values[name]
+                    object.__setattr__(self.model.get_submodule(path), "active_kernel", kernel)
+        self._arch = {name: values[name] for name in self.space}
+
+    def _index(self, position: int, module: nn.Module, segments: tuple[Segment, ...], values: Arch) -> Index:
+        active = tuple(values[s.dim] * s.width if s.dim else s.length for s in segments)
+        lengths = tuple(s.length for s in segments)
+        if active == lengths:
+            return None
+        if active[:-1] == lengths[:-1]:
+            return sum(active)
+        device = next(itertools.chain(module.parameters(), module.buffers())).device
+        key = (position, active, str(device))
+        if key not in self._index_cache:
+            starts = [sum(lengths[:i]) for i in range(len(lengths))]
+            self._index_cache[key] = torch.cat(
+                [torch.arange(start, start + size, device=device) for start, size in zip(starts, active)]
+            )
+        return self._index_cache[key]
+
+    @contextmanager
+    def use(self, arch: Mapping[str, int] | None) -> Iterator[Supernet]:
+        """Activate ``arch`` inside a ``with`` block, then restore the previous architecture."""
+        previous = self._arch
+        self.set_arch(arch)
+        try:
+            yield self
+        finally:
+            self.set_arch(previous)
+
+    # extraction and measurements --------------------------------------------------------------
+    def extract(self, arch: Mapping[str, int] | None = None) -> nn.Module:
+        """A standalone dense copy of a sub-network (the active one if ``arch`` is None).
+
+        The copy contains plain torch modules only: it runs without ``lightning_nas`` and its
+        outputs equal the sub-network's outputs inside the supernet.
+        """
+        arch = self.arch if arch is None else dict(arch)
+        with self.use(arch):
+            memo: dict[int, Any] = {}
+            trainer = getattr(self.model, "_trainer", None)
+            if trainer is not None:  # a LightningModule: never copy the Trainer into the export
+                memo[id(trainer)] = None
+            model = copy.deepcopy(self.model, memo)
+        dense = _densify(model)
+        if self.adapter is not None:
+            dense = self.adapter.finalize(dense, arch, self.plan)
+        return dense
+
+    def num_params(self, arch: Mapping[str, int] | None = None) -> int:
+        """Number of parameters of a sub-network, counted without extracting it."""
+        with self.use(self.arch if arch is None else arch):
+            seen: set[int] = set()
+            total = 0
+            for module in _active_modules(self.model):
+                if isinstance(module, ElasticModule):
+                    tensors = {n: t for n, t in module.active_tensors().items() if n in module._parameters}
+                else:
+                    tensors = dict(module.named_parameters(recurse=False))
+                for name, tensor in tensors.items():
+                    key = id(module._parameters[name])
+                    if key not in seen:
+                        seen.add(key)
+                        total += tensor.numel()
+            return total
+
+    def flops(self, arch: Mapping[str, int] | None = None) -> int:
+        """FLOPs of one forward pass of a sub-network on the example input (``torch.utils.flop_counter``)."""
+        if self._run is None:
+            raise ValueError("counting FLOPs needs the Supernet's `example_input`")
+        with self.use(self.arch if arch is None else arch), _eval_mode(self.model), torch.no_grad():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                self._run(self.model)
+        return int(counter.get_total_flops())
+
+    # batch-norm statistics --------------------------------------------------------------------
+    def recalibrate_batchnorm(
+        self,
+        batches: Iterable[Any],
+        forward: Callable[[nn.Module, Any], Any] = call_model,
+        max_batches: int | None = 64,
+    ) -> int:
+        """Recompute batch-norm running statistics for the active sub-network.
+
+        Weight entanglement shares the statistics of all sub-networks, so they must be recomputed
+        for the one being evaluated (BigNAS/OFA). Returns the number of batches used.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return 0
+        device = next(self.model.parameters()).device
+        saved = [(m.momentum, m.training) for m in norms]
+        count = 0
+        try:
+            with _eval_mode(self.model), torch.no_grad():
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None  # cumulative average over the calibration batches
+                    m.train()
+                for count, batch in enumerate(batches, start=1):
+                    forward(self.model, move_data_to_device(batch, device))
+                    if max_batches is not None and count >= max_batches:
+                        break
+        finally:
+            for m, (momentum, training) in zip(norms, saved):
+                m.momentum, m.training = momentum, training
+        return count
+
+    @contextmanager
+    def batchnorm_snapshot(self) -> Iterator[None]:
+        """Restore all batch-norm running statistics on exit (e.g. around a recalibrated evaluation)."""
+        buffers = [
+            (b, b.detach().clone())
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b in m.buffers(recurse=False)
+        ]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in buffers:
+                    buffer.copy_(value)
+
+    # checkpoints and display ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The search space and the active architecture (the weights live in the model)."""
+        return {"space": self.space.to_dict(), "arch": self.arch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state["space"]) - set(self.plan.dimensions)
+        if unknown:
+            raise ValueError(f"checkpoint has dimensions {sorted(unknown)} that this supernet does not have")
+        self.space = SearchSpace(self.plan.dimensions).restrict(state["space"])
+        self.set_arch(state["arch"])
+
+    def describe(self) -> str:
+        """A table of the dimensions: name, kind, choices and where they live."""
+        rows = [("dimension", "kind", "choices", "where")]
+        for name, dim in self.space.items():
+            if isinstance(dim, Width):
+                where = ", ".join(dim.axes[:4]) + (" ..." if len(dim.axes) > 4 else "")
+            elif isinstance(dim, Depth):
+                where = f"{dim.container} blocks {list(dim.blocks)}"
+            elif isinstance(dim, Kernel):
+                where = ", ".join(dim.modules)
+            else:
+                where = ""
+            rows.append((name, dim.kind, str(list(dim.choices)), where))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"{len(self.space)} dimensions, {self.space.size:,} architectures")
+        lines.extend(f"note: {note}" for note in self.plan.notes)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Supernet({type(self.model).__name__}, {self.space!r})"
+
+    # internals --------------------------------------------------------------------------------
+    def _output_shapes(self, model: nn.Module) -> list[tuple[int, ...]]:
+        with _eval_mode(model), torch.no_grad():
+            outputs = self._run(model)
+        return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, Tensor)]
+
+    def _verify(self, reference: list[tuple[int, ...]]) -> None:
+        """Run the smallest and a random sub-network: outputs keep their shapes, depth takes effect."""
+        calls: dict[tuple[str, int], int] = {}
+        handles = []
+        for name, dim in self.plan.dimensions.items():
+            if isinstance(dim, Depth):
+                container = self.model.get_submodule(dim.container)
+                for index in dim.blocks:
+                    block = container[index]
+
+                    def count(*_: Any, key: tuple[str, int] = (name, index)) -> None:
+                        calls[key] = calls.get(key, 0) + 1
+
+                    handles.append(block.register_forward_pre_hook(count))
+        try:
+            for arch in (self.min_arch(), self.sample_arch(0)):
+                with self.use(arch):
+                    try:
+                        shapes = self._output_shapes(self.model)
+                    except Exception as err:
+                        raise RuntimeError(f"the sub-network {arch} does not run: {err}") from err
+                    if shapes != reference:
+                        raise RuntimeError(
+                            f"the sub-network {arch} changes the output shapes {reference} -> {shapes}; "
+                            "a dimension reaches the model output"
+                        )
+                    for name, dim in self.plan.dimensions.items():
+                        if isinstance(dim, Depth):
+                            ran = [i for i in dim.blocks[arch[name] :] if calls.get((name, i))]
+                            if ran:
+                                raise ValueError(
+                                    f"elastic depth {name!r}: blocks {ran} of {dim.container!r} still ran "
+                                    "when skipped; the model must iterate over the container "
+                                    "(`for block in self.blocks`) for its depth to be elastic"
+                                )
+                    calls.clear()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _active_modules(module: nn.Module) -> Iterator[nn.Module]:
+    yield module
+    children = list(module._modules.values())
+    if isinstance(module, ElasticModule) and getattr(module, "skipped", None):
+        children = [children[i] for i in module.active_indices()]  # type: ignore[attr-defined]
+    for child in children:
+        if child is not None:
+            yield from _active_modules(child)
+
+
+def _convert(model: nn.Module, plan: ElasticPlan) -> nn.Module:
+    """Swap every module the plan touches for its elastic counterpart, in place."""
+    targets = {path for path, _ in plan.layouts}
+    for dim in plan.dimensions.values():
+        if isinstance(dim, Depth):
+            targets.add(dim.container)
+        elif isinstance(dim, Kernel):
+            targets.update(dim.modules)
+    # Deepest first so that containers are converted after (and point to) their elastic children.
+    for path in sorted(targets, key=lambda p: -len(p.split("."))):
+        module = model.get_submodule(path)
+        elastic_cls = ELASTIC_TYPES.get(type(module))
+        if elastic_cls is None:
+            raise TypeError(
+                f"module {path!r} ({type(module).__name__}) cannot be made elastic; supported types: "
+                f"{sorted(t.__name__ for t in ELASTIC_TYPES)}"
+            )
+        elastic = elastic_cls.convert(module)
+        if path == "":
+            model = elastic
+        else:
+            parent_path, _, name = path.rpartition(".")
+            model.get_submodule(parent_path)._modules[name] = elastic
+    return model
+
+
+def _densify(module: nn.Module) -> nn.Module:
+    for name, child in list(module._modules.items()):
+        if child is not None:
+            module._modules[name] = _densify(child)
+    return module.to_dense() if isinstance(module, ElasticModule) else module
+
+
+def _plan_from_dimensions(model: nn.Module, dimensions: Mapping[str, Dimension]) -> ElasticPlan:
+    """Turn user-declared dimensions into a plan, checking every module and axis they name."""
+    dims: dict[str, Dimension] = {}
+    layouts: dict[tuple[str, str], tuple[Segment, ...]] = {}
+    for name, dim in dimensions.items():
+        dim = dim.named(name)
+        dims[name] = dim
+        if isinstance(dim, Width):
+            if not dim.axes:
+                raise ValueError(f"width dimension {name!r} names no axes")
+            for axis in dim.axes:
+                path, role = _parse_axis(axis)
+                module = _submodule(model, path, name)
+                role = role or ("out" if isinstance(module, (nn.Embedding, nn.Conv2d)) else "features")
+                length_of = _AXIS_LENGTH.get((type(module), role))
+                if length_of is None:
+                    raise ValueError(
+                        f"dimension {name!r}: axis {axis!r} is not an elastic axis of "
+                        f"{type(module).__name__} (use ':in'/':out' for Linear and Conv2d)"
+                    )
+                length = length_of(module)
+                if length % dim.size:
+                    raise ValueError(
+                        f"dimension {name!r}: axis {axis!r} has {length} entries, not a multiple of "
+                        f"the dimension's size {dim.size}"
+                    )
+                if (path, role) in layouts:
+                    raise ValueError(f"axis {axis!r} is claimed by two dimensions")
+                layouts[(path, role)] = (Segment(name, dim.size, length // dim.size),)
+        elif isinstance(dim, Depth):
+            container = _submodule(model, dim.container, name)
+            if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+                raise ValueError(
+                    f"depth dimension {name!r}: {dim.container!r} is a {type(container).__name__}, "
+                    "not an nn.Sequential or nn.ModuleList"
+                )
+            bad = [i for i in dim.blocks if not 0 <= i < len(container)]
+            if bad:
+                raise ValueError(f"depth dimension {name!r}: {dim.container!r} has no blocks {bad}")
+        elif isinstance(dim, Kernel):
+            for path in dim.modules:
+                conv = _submodule(model, path, name)
+                if type(conv) is not nn.Conv2d or not kernel_is_elastic(conv):
+                    raise ValueError(
+                        f"kernel dimension {name!r}: {path!r} must be an nn.Conv2d with an odd square "
+                        "kernel and 'same' zero padding"
+                    )
+                if conv.kernel_size[0] != dim.size:
+                    raise ValueError(
+                        f"kernel dimension {name!r}: {path!r} has kernel {conv.kernel_size[0]}, "
+                        f"the dimension's size is {dim.size}"
+                    )
+        else:
+            raise TypeError(f"dimension {name!r} must be a Width, Depth or Kernel, got {type(dim).__name__}")
+    return ElasticPlan(dims, layouts)
+
+
+def _submodule(model: nn.Module, path: str, dim_name: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"dimension {dim_name!r}: the model has no module {path!r}") from None
