@@ -25,6 +25,7 @@ __all__ = [
     "Index",
     "index_size",
     "kernel_is_elastic",
+    "register_elastic_type",
     "take",
 ]
 
@@ -39,3 +40,15 @@ ELASTIC_TYPES: dict[type[nn.Module], type[ElasticModule]] = {
     nn.Sequential: ElasticSequential,
     nn.ModuleList: ElasticModuleList,
 }
+
+
+def register_elastic_type(dense_cls: type[nn.Module], elastic_cls: type[ElasticModule]) -> None:
+    """Teach the supernet an elastic version of another module type (used by family adapters).
+
+    ``elastic_cls`` must subclass both :class:`ElasticModule` and ``dense_cls`` and set
+    ``_dense_cls = dense_cls``; its active-slice attributes are ``active_in`` / ``active_out`` /
+    ``active_features`` for the axis roles ``"in"`` / ``"out"`` / ``"features"``.
+    """
+    if not (issubclass(elastic_cls, ElasticModule) and issubclass(elastic_cls, dense_cls)):
+        raise TypeError(f"{elastic_cls.__name__} must subclass ElasticModule and {dense_cls.__name__}")
+    ELASTIC_TYPES[dense_cls] = elastic_cls
