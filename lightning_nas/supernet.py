@@ -14,6 +14,7 @@ from lightning.fabric.utilities import move_data_to_device
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_nas._table import format_table
 from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
 from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
@@ -108,7 +109,12 @@ class Supernet:
             raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
         self.example_input = example_input
         self._run = None if example_input is None else _example_runner(example_input)
-        reference = self._output_shapes(model) if self._run is not None else None
+        reference = None
+        if self._run is not None:
+            try:
+                reference = self._output_shapes(model)
+            except Exception as err:
+                raise RuntimeError(f"{type(model).__name__} does not run on the example input: {err}") from err
         if dimensions is not None:
             self.adapter: Adapter | None = None
             self.plan = _plan_from_dimensions(model, dimensions)
@@ -286,6 +292,27 @@ class Supernet:
         return count
 
     @contextmanager
+    def frozen_batchnorm_statistics(self) -> Iterator[None]:
+        """Batch norm keeps normalising with batch statistics but stops updating running ones.
+
+        Used for the students of a training step, so the running statistics keep describing
+        the teacher.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # running = (1 - momentum) * running + momentum * batch
+        try:
+            yield
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+
+    @contextmanager
     def batchnorm_snapshot(self) -> Iterator[None]:
         """Restore all batch-norm running statistics on exit (e.g. around a recalibrated evaluation)."""
         buffers = [
@@ -315,7 +342,7 @@ class Supernet:
 
     def describe(self) -> str:
         """A table of the dimensions: name, kind, choices and where they live."""
-        rows = [("dimension", "kind", "choices", "where")]
+        rows = []
         for name, dim in self.space.items():
             if isinstance(dim, Width):
                 where = ", ".join(dim.axes[:4]) + (" ..." if len(dim.axes) > 4 else "")
@@ -325,10 +352,8 @@ class Supernet:
                 where = ", ".join(dim.modules)
             else:
                 where = ""
-            rows.append((name, dim.kind, str(list(dim.choices)), where))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+            rows.append((name, dim.kind, list(dim.choices), where))
+        lines = [format_table(("dimension", "kind", "choices", "where"), rows)]
         lines.append(f"{len(self.space)} dimensions, {self.space.size:,} architectures")
         lines.extend(f"note: {note}" for note in self.plan.notes)
         return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from lightning_nas.adapters._plan import AxisKey, ElasticPlan, Segment
 from lightning_nas.adapters.base import Adapter, find_adapter, register_adapter, registered_adapters
 from lightning_nas.adapters.generic import GenericAdapter, default_width_choices
@@ -17,3 +19,11 @@ __all__ = [
     "register_adapter",
     "registered_adapters",
 ]
+
+# The Hugging Face adapters register themselves (and the config classes of compressed exports)
+# only where transformers is installed; the core needs none of it.
+if importlib.util.find_spec("transformers") is not None:
+    from lightning_nas.adapters.hf_decoder import HFDecoderAdapter
+    from lightning_nas.adapters.hf_encoder import HFEncoderAdapter
+
+    __all__ += ["HFDecoderAdapter", "HFEncoderAdapter"]

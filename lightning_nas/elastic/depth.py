@@ -57,8 +57,16 @@ class ElasticSequential(_ElasticContainer, nn.Sequential):
 class ElasticModuleList(_ElasticContainer, nn.ModuleList):
     """``nn.ModuleList`` whose iteration yields only the active blocks.
 
-    Model code that loops over the list (``for block in self.blocks: x = block(x)``) runs fewer
-    blocks without any change; indexing still reaches every block.
+    Model code that loops over the list (``for block in self.blocks: x = block(x)``) or over a
+    slice of it (``for block in self.blocks[:n]``) runs fewer blocks without any change; indexing
+    still reaches every block.
+
+    Example:
+        >>> import torch
+        >>> blocks = ElasticModuleList.convert(torch.nn.ModuleList([torch.nn.Identity()] * 4))
+        >>> blocks.skipped = frozenset({1, 3})
+        >>> len(list(blocks)), len(list(blocks[:3]))
+        (2, 2)
     """
 
     _dense_cls = nn.ModuleList
@@ -68,5 +76,15 @@ class ElasticModuleList(_ElasticContainer, nn.ModuleList):
             return iter(self._modules.values())
         modules = list(self._modules.values())
         return iter([modules[i] for i in self.active_indices()])
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        if not isinstance(idx, slice):
+            return super().__getitem__(idx)
+        # nn.ModuleList builds the slice with ``self.__class__``, which would lose the skipped blocks.
+        sliced = super().__getitem__(idx)
+        skipped = self.skipped or frozenset()
+        kept = range(len(self))[idx]
+        object.__setattr__(sliced, "skipped", frozenset(j for j, i in enumerate(kept) if i in skipped) or None)
+        return sliced
 
 

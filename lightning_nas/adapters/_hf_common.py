@@ -1,0 +1,255 @@
+"""The adapter shared by Hugging Face encoder and decoder families.
+
+Dimensions come from the config and the module names of the family (see
+:class:`~lightning_nas.adapters._hf_family.Family`), not from tracing: every layer gets a number of
+heads and an FFN size, the layer list a depth, and all axes of the residual stream (embeddings,
+norms, every projection into or out of it, the heads on top, a tied LM head) one global hidden
+size. The supernet then runs the smallest and a random sub-network to check that the model
+computes with the sliced shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from lightning_nas.adapters._hf_compressed import (
+    compressed_model_class,
+    export_config,
+    family_for,
+    stock_model_class,
+)
+from lightning_nas.adapters._hf_elastic import elastic_conv1d, elastic_gpt2_attention, elastic_rms_norm
+from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths
+from lightning_nas.adapters._plan import AxisKey, ElasticPlan, Segment
+from lightning_nas.adapters.base import Adapter
+from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices
+from lightning_nas.space import Depth, Dimension, Width
+
+__all__ = ["HFTransformerAdapter"]
+
+
+class HFTransformerAdapter(Adapter):
+    """Elastic depth, heads, FFN and hidden size of a Hugging Face transformer family.
+
+    Dimensions (names as in the arch dict):
+        ``hidden``: the hidden size, shared by every layer, embedding and head.
+        ``depth``: how many layers run (the first ``v`` of ``depth_order``).
+        ``layers.{i}.heads``: attention heads of layer ``i``. With grouped-query attention it
+        counts key/value heads, each with its whole group of query heads, so the group size
+        stays fixed. The head size never changes (RoPE is untouched).
+        ``layers.{i}.ffn``: FFN intermediate size of layer ``i``.
+        With ``per_layer=False`` the last two are global: ``heads`` and ``ffn``.
+
+    Options of :meth:`plan`:
+        width_fractions: Fractions of each width offered as choices.
+        depth_fractions: Fractions of the layers offered as depths (default: ``width_fractions``).
+        per_layer: One heads and one FFN dimension per layer (else one for all layers).
+        hidden, heads, ffn, depth: Turn a kind of dimension off.
+        depth_order: The order in which layers are kept (default: first to last).
+    """
+
+    #: Stock model types this adapter handles.
+    model_types: tuple[str, ...] = ()
+
+    def matches(self, model: nn.Module) -> bool:
+        family = family_for(getattr(model, "config", None))
+        return family is not None and family.model_type in self.model_types
+
+    def family(self, model: nn.Module) -> Family:
+        """The family of ``model``; a clear error if this adapter does not handle it."""
+        config = getattr(model, "config", None)
+        family = family_for(config)
+        if family is None or family.model_type not in self.model_types:
+            model_type = getattr(config, "model_type", None)
+            raise ValueError(
+                f"the {self.name!r} adapter does not support {type(model).__name__} (model type {model_type!r}); "
+                f"it handles {sorted(self.model_types)}. Other architectures: adapter='generic' (traced), "
+                "or explicit `dimensions=`"
+            )
+        if getattr(config, "add_cross_attention", False):
+            raise ValueError(f"{type(model).__name__}: models with cross-attention are not supported by {self.name!r}")
+        return family
+
+    # planning ---------------------------------------------------------------------------------
+    def plan(
+        self,
+        model: nn.Module,
+        run: Callable[[nn.Module], Any],
+        width_fractions: Sequence[float] = DEFAULT_WIDTH_FRACTIONS,
+        depth_fractions: Sequence[float] | None = None,
+        per_layer: bool = True,
+        hidden: bool = True,
+        heads: bool = True,
+        ffn: bool = True,
+        depth: bool = True,
+        depth_order: Sequence[int] | None = None,
+        **options: Any,
+    ) -> ElasticPlan:
+        if options:
+            raise TypeError(f"unknown options for the {self.name!r} adapter: {sorted(options)}")
+        family = self.family(model)
+        config = model.config
+        layers_path = family.layers_path(model)
+        layers = model.get_submodule(layers_path)
+        head_dim = family.head_dim(config)
+        shapes = [family.layer_shape(layer, head_dim) for layer in layers]
+        if not per_layer and any(shape != shapes[0] for shape in shapes):
+            raise ValueError(f"{type(model).__name__} has layers of different widths; use per_layer=True")
+        _register_elastic_types(model, family, layers)
+
+        layouts: dict[AxisKey, tuple[Segment, ...]] = {}
+        dims: dict[str, Dimension] = {}
+        notes: list[str] = []
+        reserved: set[str] = set()  # module paths whose head/FFN axes never carry the hidden size
+        for i, (layer, shape) in enumerate(zip(layers, shapes)):
+            prefix = f"{layers_path}.{i}."
+            reserved.update(prefix + path for path in family.head_norms)
+            head_name = f"layers.{i}.heads" if per_layer else "heads"
+            ffn_name = f"layers.{i}.ffn" if per_layer else "ffn"
+            head_layouts = _head_layouts(family, shape, head_dim, head_name)
+            ffn_layouts = {axis: (Segment(ffn_name, shape.ffn),) for axis in family.ffn_axes()}
+            reserved.update(f"{prefix}{path}:{role}" for path, role in head_layouts | ffn_layouts)
+            units = shape.kv_heads
+            if heads and _add_width(dims, head_name, units, width_fractions, unit=head_dim * shape.heads // units):
+                layouts.update({(prefix + path, role): layout for (path, role), layout in head_layouts.items()})
+            if ffn and _add_width(dims, ffn_name, shape.ffn, width_fractions):
+                layouts.update({(prefix + path, role): layout for (path, role), layout in ffn_layouts.items()})
+        if hidden:
+            hidden_size = config.hidden_size
+            hidden_layouts, blockers = _hidden_layouts(model, family, hidden_size, reserved)
+            if blockers:
+                notes.append(f"hidden size fixed: {', '.join(blockers)} hold hidden-size weights of an unsupported type")
+            elif _add_width(dims, "hidden", hidden_size, width_fractions):
+                layouts.update(hidden_layouts)
+        if depth:
+            dims.update(_depth(model, layers_path, len(layers), depth_fractions or width_fractions, depth_order, notes))
+        for name, dim in list(dims.items()):
+            if isinstance(dim, Width):
+                axes = [path if role == "features" else f"{path}:{role}"
+                        for (path, role), layout in layouts.items() if any(s.dim == name for s in layout)]
+                dims[name] = Width(axes, dim.choices, unit=dim.unit, size=dim.size, name=name)
+        return ElasticPlan(dims, layouts, notes)
+
+    # export -----------------------------------------------------------------------------------
+    def finalize(self, dense: nn.Module, arch: dict[str, int], plan: ElasticPlan) -> nn.Module:
+        """Give the extracted model a config that describes it, and keep tied weights tied.
+
+        Layer indices are renumbered, the attention modules record their head counts, and the
+        model switches to the compressed model class when the stock config cannot express it.
+        """
+        family = self.family(dense)
+        source = dense.config
+        layers = dense.get_submodule(family.layers_path(dense))
+        head_dim = family.head_dim(source)
+        shapes = [family.layer_shape(layer, head_dim) for layer in layers]
+        for index, (layer, shape) in enumerate(zip(layers, shapes)):
+            for module in layer.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = index
+            family.set_attention(layer.get_submodule(family.attention), shape, head_dim)
+        kept = list(range(len(layers)))
+        for name, dim in plan.dimensions.items():
+            if isinstance(dim, Depth):
+                kept = sorted(dim.blocks[: arch.get(name, dim.size)])
+        config = export_config(source, family, shapes, head_dim, family.hidden_size(layers[0]), kept)
+        compressed = type(config).__name__ != family.config_class
+        from transformers import PreTrainedModel
+
+        for module in dense.modules():
+            if getattr(module, "config", None) is source:
+                module.config = config
+                if isinstance(module, PreTrainedModel):
+                    stock = stock_model_class(type(module))
+                    module.__class__ = compressed_model_class(stock) if compressed else stock
+        dense.tie_weights()
+        return dense
+
+
+def _head_layouts(family: Family, shape: LayerShape, head_dim: int, name: str) -> dict[AxisKey, tuple[Segment, ...]]:
+    """Layouts of the head axes of one layer; a unit is a key/value head with its query group."""
+    group = shape.heads // shape.kv_heads
+    layouts: dict[AxisKey, tuple[Segment, ...]] = {}
+    for (path, role), kind in family.head_axes().items():
+        if kind == "qkv":
+            layouts[(path, role)] = (Segment(name, shape.heads, head_dim),) * 3
+        else:
+            layouts[(path, role)] = (Segment(name, shape.kv_heads, head_dim if kind == "kv" else head_dim * group),)
+    if family.qkv:
+        # The fused attention splits q|k|v at its `split_size`, which must follow the heads.
+        layouts[(family.attention, "features")] = (Segment(name, shape.heads, head_dim),)
+    return layouts
+
+
+def _add_width(
+    dims: dict[str, Dimension], name: str, size: int, fractions: Sequence[float], unit: int = 1
+) -> bool:
+    if name in dims:  # a global dimension shared by all layers
+        return True
+    choices = default_width_choices(size, fractions)
+    if len(choices) < 2:
+        return False
+    dims[name] = Width([], choices, unit=unit, size=size, name=name)
+    return True
+
+
+def _hidden_layouts(
+    model: nn.Module, family: Family, hidden: int, reserved: set[str]
+) -> tuple[dict[AxisKey, tuple[Segment, ...]], list[str]]:
+    """Every axis of hidden-size length that is not a head or FFN axis, and unsupported holders."""
+    layouts: dict[AxisKey, tuple[Segment, ...]] = {}
+    blockers = []
+    for path, module in model.named_modules():
+        lengths = axis_lengths(module, family.norm_classes)
+        if not lengths:
+            if any(hidden in p.shape for p in module.parameters(recurse=False)):
+                blockers.append(f"{path or type(model).__name__} ({type(module).__name__})")
+            continue
+        if path in reserved:
+            continue
+        for role, length in lengths.items():
+            if length == hidden and f"{path}:{role}" not in reserved:
+                layouts[(path, role)] = (Segment("hidden", hidden),)
+    return layouts, blockers
+
+
+def _depth(
+    model: nn.Module,
+    layers_path: str,
+    num_layers: int,
+    fractions: Sequence[float],
+    order: Sequence[int] | None,
+    notes: list[str],
+) -> dict[str, Dimension]:
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and len(set(layer_types)) > 1:
+        # The model picks each layer's mask by its position among the layers that run.
+        notes.append(f"depth fixed: layers mix attention types {sorted(set(layer_types))}")
+        return {}
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+        notes.append("depth fixed: attention is scaled by the layer index")
+        return {}
+    order = tuple(range(num_layers)) if order is None else tuple(order)
+    if sorted(order) != list(range(num_layers)):
+        raise ValueError(f"depth_order must be a permutation of range({num_layers}), got {list(order)}")
+    choices = sorted({min(num_layers, max(1, round(f * num_layers))) for f in fractions})
+    if len(choices) < 2:
+        return {}
+    return {"depth": Depth(layers_path, order, choices, name="depth")}
+
+
+def _register_elastic_types(model: nn.Module, family: Family, layers: nn.Module) -> None:
+    """Teach the supernet the family's own module types found in ``model``."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "Conv1D" and type(module).__module__ == "transformers.pytorch_utils":
+            elastic_conv1d(type(module))
+        elif name in family.norm_classes:
+            elastic_rms_norm(type(module))
+    if family.qkv:
+        for layer in layers:
+            elastic_gpt2_attention(type(layer.get_submodule(family.attention)))
+

@@ -1,0 +1,278 @@
+"""``OneShotSearch``: after fit, search the trained supernet in an Optuna study and export the best."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lightning_nas.callbacks._supernet import find_supernet_callback
+from lightning_nas.export import save_module
+from lightning_nas.search import COSTS, SearchResult, TorchmetricsEvaluator, check_feasible, one_shot_search
+from lightning_nas.space import Arch
+from lightning_nas.supernet import Supernet, call_model
+
+__all__ = ["LoggedMetricEvaluator", "OneShotSearch"]
+
+log = logging.getLogger(__name__)
+
+
+class LoggedMetricEvaluator:
+    """Scores a sub-network with a metric the LightningModule logs in ``validation_step``.
+
+    Each evaluation runs the user's own validation loop in a separate, quiet ``Trainer`` on the
+    given dataloaders, after recalibrating batch-norm statistics for the sub-network (restored
+    afterwards).
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        pl_module: L.LightningModule,
+        metric: str,
+        dataloaders: Any,
+        calibration: Iterable[Any] | None = None,
+        forward: Callable[[Any, Any], Any] = call_model,
+        calibration_batches: int = 64,
+        accelerator: Any = "auto",
+        precision: Any = None,
+    ) -> None:
+        self.supernet = supernet
+        self.pl_module = pl_module
+        self.metric = metric
+        self.dataloaders = dataloaders
+        self.calibration = calibration
+        self.forward = forward
+        self.calibration_batches = calibration_batches
+        self.accelerator = accelerator
+        self.precision = precision
+
+    def __call__(self, arch: Arch) -> float:
+        with _quiet_lightning():
+            return self._evaluate(arch)
+
+    def _evaluate(self, arch: Arch) -> float:
+        trainer = L.Trainer(
+            accelerator=self.accelerator,
+            devices=1,
+            precision=self.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        previous_trainer = self.pl_module._trainer
+        with self.supernet.use(arch), self.supernet.batchnorm_snapshot():
+            if self.calibration is not None:
+                self.supernet.recalibrate_batchnorm(self.calibration, self.forward, self.calibration_batches)
+            try:
+                results = trainer.validate(self.pl_module, dataloaders=self.dataloaders, verbose=False)
+            finally:
+                self.pl_module.trainer = previous_trainer
+        if self.metric not in results[0]:
+            raise MisconfigurationException(
+                f"the metric {self.metric!r} was not logged by validation_step; logged: {sorted(results[0])}"
+            )
+        return float(results[0][self.metric])
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence the banners a Trainer prints when it starts (one per evaluated sub-network)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class OneShotSearch(L.Callback):
+    """Search the sub-networks of the trained supernet when fit ends, then export the best one.
+
+    Needs a :class:`~lightning_nas.callbacks.SupernetCallback` in the same trainer. Each trial
+    evaluates a sub-network with inherited weights on the validation data: either a metric the
+    LightningModule logs (``metric="val_acc"``) through its own ``validation_step``, or a
+    torchmetrics ``Metric`` computed on the model outputs. The study goes to a SQLite file under
+    the trainer's log directory by default (open it with ``optuna-dashboard sqlite:///...``) and
+    is resumed if it exists.
+
+    Args:
+        metric: Logged metric name, or a torchmetrics ``Metric`` instance.
+        direction: ``"maximize"`` or ``"minimize"``; by default minimise names containing
+            ``loss`` or ``error`` and maximise the rest.
+        objectives: Costs minimised alongside the metric: ``"params"``, ``"flops"``, ``"latency"``.
+        n_trials: Finished trials wanted in the study.
+        max_params: Hard limit on parameters; an int, or a float in (0, 1] as a fraction of the
+            full network's parameters.
+        max_flops: Hard limit on FLOPs (int, or fraction of the full network's FLOPs).
+        max_latency: Hard limit on the measured latency of the extracted model, milliseconds.
+        storage: Optuna storage URL or object; default ``sqlite:///<log dir>/nas.db``.
+        study_name: Name of the study.
+        sampler: Any Optuna sampler (default NSGA-II).
+        export_dir: Where the best sub-network goes (default ``<log dir>/best_subnet``);
+            ``False`` to skip the export.
+        calibration_batches: Training batches used to recalibrate batch norm per sub-network.
+        forward: ``forward(model, batch)`` used for calibration and torchmetrics evaluation.
+        seed: Seed of the default sampler.
+
+    Attributes:
+        result: The :class:`~lightning_nas.search.SearchResult` after the search.
+        best_model: The exported best sub-network (a plain ``nn.Module``).
+        export_path: Directory of the export.
+    """
+
+    def __init__(
+        self,
+        metric: str | Any = "val_acc",
+        direction: str | None = None,
+        objectives: Sequence[str] = ("params",),
+        n_trials: int = 50,
+        max_params: float | None = None,
+        max_flops: float | None = None,
+        max_latency: float | None = None,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        study_name: str = "one-shot-search",
+        sampler: optuna.samplers.BaseSampler | None = None,
+        export_dir: str | Path | bool | None = None,
+        calibration_batches: int = 64,
+        forward: Callable[[Any, Any], Any] = call_model,
+        seed: int = 0,
+    ) -> None:
+        unknown = [o for o in objectives if o not in COSTS]
+        if unknown:
+            raise ValueError(f"unknown objectives {unknown}; choose from {list(COSTS)}")
+        if n_trials < 1:
+            raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+        self.metric = metric
+        self.metric_name = metric if isinstance(metric, str) else type(metric).__name__.lower()
+        lowered = self.metric_name.lower()
+        self.direction = direction or ("minimize" if "loss" in lowered or "err" in lowered else "maximize")
+        self.objectives = tuple(objectives)
+        self.n_trials = n_trials
+        self.limits_requested = {"params": max_params, "flops": max_flops, "latency": max_latency}
+        self.storage = storage
+        self.study_name = study_name
+        self.sampler = sampler
+        self.export_dir = export_dir
+        self.calibration_batches = calibration_batches
+        self.forward = forward
+        self.seed = seed
+        self.result: SearchResult | None = None
+        self.best_model: Any = None
+        self.export_path: Path | None = None
+        self._metric_checked = False
+
+    # checks before training -------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        supernet = find_supernet_callback(trainer).build(pl_module)
+        try:
+            check_feasible(supernet, self.limits(supernet))
+        except ValueError as err:
+            raise MisconfigurationException(f"OneShotSearch: {err}") from err
+
+    def limits(self, supernet: Supernet) -> dict[str, float | None]:
+        """The absolute limits, with fractions resolved against the full network."""
+        limits = dict(self.limits_requested)
+        full = {"params": supernet.num_params, "flops": supernet.flops}
+        for name in ("params", "flops"):
+            value = limits[name]
+            if value is not None and 0 < value <= 1 and isinstance(value, float):
+                limits[name] = value * full[name](supernet.max_arch())
+        return limits
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_metric_logged(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check_metric_logged(trainer)
+
+    def _check_metric_logged(self, trainer: L.Trainer) -> None:
+        if self._metric_checked or not isinstance(self.metric, str):
+            return
+        self._metric_checked = True
+        if self.metric not in trainer.callback_metrics:
+            raise MisconfigurationException(
+                f"OneShotSearch(metric={self.metric!r}): validation_step never logged it; logged metrics: "
+                f"{sorted(trainer.callback_metrics)}"
+            )
+
+    # the search -------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.interrupted or not trainer.is_global_zero:
+            return
+        self.run(trainer, pl_module)
+
+    def default_root(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SearchResult:
+        """Run the search now (also usable on a supernet trained earlier)."""
+        supernet = find_supernet_callback(trainer).build(pl_module)
+        root = self.default_root(trainer)
+        root.mkdir(parents=True, exist_ok=True)
+        storage = self.storage or f"sqlite:///{(root / 'nas.db').resolve()}"
+        pl_module.to(trainer.strategy.root_device)
+        val_loaders = trainer.val_dataloaders
+        if val_loaders is None and trainer.datamodule is not None:
+            val_loaders = trainer.datamodule.val_dataloader()
+        if val_loaders is None:
+            raise MisconfigurationException("OneShotSearch needs validation data (val_dataloaders or a datamodule)")
+        calibration = trainer.train_dataloader
+        if calibration is None and trainer.datamodule is not None:
+            calibration = trainer.datamodule.train_dataloader()
+        if isinstance(self.metric, str):
+            evaluate: Callable[[Arch], float] = LoggedMetricEvaluator(
+                supernet, pl_module, self.metric, val_loaders, calibration, self.forward,
+                self.calibration_batches, accelerator=trainer.accelerator, precision=trainer.precision,
+            )
+        else:
+            evaluate = TorchmetricsEvaluator(
+                supernet, self.metric, val_loaders, calibration, self.forward, calibration_batches=self.calibration_batches
+            )
+        limits = self.limits(supernet)
+        log.info("one-shot search of %s architectures, study %r in %s", f"{supernet.space.size:,}", self.study_name, storage)
+        self.result = one_shot_search(
+            supernet,
+            evaluate,
+            n_trials=self.n_trials,
+            metric_name=self.metric_name,
+            direction=self.direction,
+            objectives=self.objectives,
+            max_params=limits["params"],
+            max_flops=limits["flops"],
+            max_latency=limits["latency"],
+            storage=storage,
+            study_name=self.study_name,
+            sampler=self.sampler,
+            seed=self.seed,
+            show_progress_bar=trainer.progress_bar_callback is not None,
+        )
+        if self.result.best is not None and self.export_dir is not False:
+            self.export_path = Path(self.export_dir) if self.export_dir else root / "best_subnet"
+            self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path)
+            self.result.study.set_user_attr("export_path", str(self.export_path))
+        return self.result
+
+    def export(self, supernet: Supernet, arch: Arch, calibration: Iterable[Any] | None, path: Path) -> Any:
+        """Extract ``arch`` with recalibrated batch norm and save it (verified on reload)."""
+        with supernet.use(arch), supernet.batchnorm_snapshot():
+            if calibration is not None:
+                supernet.recalibrate_batchnorm(calibration, self.forward, self.calibration_batches)
+            model = supernet.extract(arch)
+        example = supernet.example_input
+        save_module(model, path, example, arch=arch)
+        (path / "search.json").write_text(
+            json.dumps({"study": self.study_name, "metric": self.metric_name, "trial": self.result.best.number,
+                        "values": self.result.best.values}, indent=2)
+        )
+        return model

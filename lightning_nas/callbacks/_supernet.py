@@ -1,0 +1,266 @@
+"""``SupernetCallback``: train an unchanged LightningModule as a weight-entangled supernet."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map
+
+from lightning_nas.space import Dimension
+from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
+from lightning_nas.supernet import Supernet, call_model
+
+__all__ = ["SupernetCallback", "find_supernet_callback"]
+
+
+class SupernetCallback(L.Callback):
+    """Turns the LightningModule's model into a supernet at setup and trains it with a strategy.
+
+    The user's ``training_step`` is unchanged: it trains the strategy's *teacher* architecture
+    (the full model for the sandwich rule) on labels. After its backward, the callback runs the
+    strategy's *students* on the same inputs and back-propagates their distillation loss through
+    ``trainer.strategy.backward``, so precision plugins (16-mixed loss scaling, bf16), gradient
+    accumulation, gradient clipping and ``LightningModule.backward`` overrides all apply, and the
+    single optimizer step of automatic optimization sees the sum of all gradients. The students'
+    backward passes also call the ``on_before_backward`` / ``on_after_backward`` hooks.
+
+    Args:
+        strategy: ``"sandwich"`` (default), ``"instatune"``, ``"spos"`` or a
+            :class:`~lightning_nas.strategies.TrainingStrategy`.
+        space: Narrower choices for some dimensions, ``{name: values}``.
+        module: Attribute path of the network inside the LightningModule (e.g. ``"model"``);
+            by default the LightningModule itself, whose ``forward`` must then be what
+            ``training_step`` calls.
+        example_input: Input to trace the network with; defaults to the LightningModule's
+            ``example_input_array``.
+        dimensions: Explicit dimensions instead of automatic discovery.
+        distill: ``loss(student_output, teacher_output)`` for the students; default
+            :func:`~lightning_nas.strategies.distillation_loss`.
+        seed: Seed of the architecture sampling.
+        adapter: Adapter name or instance; ``adapter_options`` are passed to it.
+        prepare: Called with the new :class:`~lightning_nas.Supernet` before training, e.g. to
+            reorder weights by importance.
+        forward: ``forward(model, batch)`` to run the network on a training batch, used to
+            recalibrate batch norm; default :func:`~lightning_nas.call_model`.
+        calibration_batches: Training batches used to recalibrate batch norm before validation
+            when the strategy does not train the full network every step (SPOS).
+
+    Example:
+        >>> from lightning_nas.demo import DigitsClassifier, DigitsDataModule
+        >>> callback = SupernetCallback(strategy="sandwich", module="model")
+        >>> trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+        ...                     callbacks=[callback], logger=False, enable_checkpointing=False,
+        ...                     enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer.fit(DigitsClassifier(width=8, hidden=16), DigitsDataModule())
+        >>> len(callback.supernet.space) > 0
+        True
+    """
+
+    def __init__(
+        self,
+        strategy: str | TrainingStrategy = "sandwich",
+        space: Mapping[str, Sequence[int] | int] | None = None,
+        module: str | None = None,
+        example_input: Any = None,
+        dimensions: Mapping[str, Dimension] | None = None,
+        distill: Callable[[Any, Any], Tensor] = distillation_loss,
+        seed: int = 0,
+        adapter: Any = None,
+        adapter_options: Mapping[str, Any] | None = None,
+        prepare: Callable[[Supernet], None] | None = None,
+        forward: Callable[[nn.Module, Any], Any] = call_model,
+        calibration_batches: int = 16,
+    ) -> None:
+        self.strategy = resolve_strategy(strategy)
+        self.space = dict(space) if space else None
+        self.module = module
+        self.example_input = example_input
+        self.dimensions = dimensions
+        self.distill = distill
+        self.seed = seed
+        self.adapter = adapter
+        self.adapter_options = dict(adapter_options or {})
+        self.prepare = prepare
+        self.forward = forward
+        self.calibration_batches = calibration_batches
+        self._validation_snapshot: Any = None
+        self.supernet: Supernet | None = None
+        self._rng = random.Random(seed)
+        self._pending_state: dict[str, Any] | None = None
+        self._hook: Any = None
+        self._capture: tuple[tuple, dict, Any] | None = None
+        self._capturing = False
+        self._teacher: dict[str, int] | None = None
+        self._students: list[dict[str, int]] = []
+        self._in_student_backward = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(module=self.module, strategy=repr(self.strategy))
+
+    # building ---------------------------------------------------------------------------------
+    def build(self, pl_module: L.LightningModule) -> Supernet:
+        """Create the supernet for ``pl_module`` (idempotent; called at setup)."""
+        if self.supernet is not None:
+            return self.supernet
+        target = self._target(pl_module)
+        example = self.example_input
+        if example is None:
+            example = pl_module.example_input_array
+        if example is None and self.dimensions is None:
+            raise MisconfigurationException(
+                "SupernetCallback needs an example input to find the elastic dimensions: set "
+                "`self.example_input_array` in the LightningModule or pass `example_input=`"
+            )
+        if isinstance(example, Tensor):
+            example = example.to(next(target.parameters()).device)
+        try:
+            supernet = Supernet(
+                target,
+                self.dimensions,
+                example_input=example,
+                space=self.space,
+                adapter=self.adapter,
+                **self.adapter_options,
+            )
+        except (ValueError, TypeError, RuntimeError, KeyError) as err:
+            raise MisconfigurationException(f"SupernetCallback: {err}") from err
+        if supernet.model is not target:  # the target itself became an elastic container
+            parent, _, name = (self.module or "").rpartition(".")
+            setattr(pl_module.get_submodule(parent), name, supernet.model)
+        self.supernet = supernet
+        if self._pending_state is not None:
+            self._apply_state(self._pending_state)
+            self._pending_state = None
+        if self.prepare is not None:
+            self.prepare(supernet)
+        return supernet
+
+    def _target(self, pl_module: L.LightningModule) -> nn.Module:
+        if not self.module:
+            return pl_module
+        try:
+            return pl_module.get_submodule(self.module)
+        except AttributeError:
+            raise MisconfigurationException(
+                f"SupernetCallback(module={self.module!r}): {type(pl_module).__name__} has no such submodule"
+            ) from None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.build(pl_module)
+
+    # training ---------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._hook = self.supernet.model.register_forward_hook(self._record, with_kwargs=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove_hook()
+        self.supernet.set_arch(None)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._remove_hook()
+
+    def _remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _record(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self._capturing:
+            self._capture = (args, kwargs, _detach(output))
+            self._capturing = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng)
+        self.supernet.set_arch(self._teacher)
+        self._capture = None
+        self._capturing = bool(self._students)
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._in_student_backward or not self._students:
+            return
+        if self._capture is None:
+            raise MisconfigurationException(
+                f"SupernetCallback: training_step never called the supernet "
+                f"({type(self.supernet.model).__name__}), so the students of {self.strategy!r} have no "
+                "inputs; pass `module=` naming the network that training_step calls"
+            )
+        args, kwargs, teacher_output = self._capture
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        total = 0.0
+        self._in_student_backward = True
+        try:
+            for arch in self._students:
+                self.supernet.set_arch(arch)
+                with trainer.precision_plugin.forward_context(), self.supernet.frozen_batchnorm_statistics():
+                    output = self.supernet.model(*args, **kwargs)
+                    loss = self.distill(output, teacher_output)
+                total += float(loss.detach())
+                trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer)
+        finally:
+            self._in_student_backward = False
+            self.supernet.set_arch(self._teacher)
+        pl_module.log("nas/distill_loss", total / len(self._students), on_step=True, on_epoch=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._capture = None
+        self._capturing = False
+        self.supernet.set_arch(None)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation during fit measures the full network. When the strategy does not train the
+        # full network every step, the shared batch-norm statistics describe a mix of
+        # sub-networks: recalibrate them for the full network, and restore them afterwards.
+        if self.supernet is None or trainer.sanity_checking:
+            return
+        self.supernet.set_arch(None)
+        calibration = trainer.train_dataloader
+        if self.strategy.teacher_is_full or not self.supernet.has_batchnorm or calibration is None:
+            return
+        self._validation_snapshot = self.supernet.batchnorm_snapshot()
+        self._validation_snapshot.__enter__()
+        self.supernet.recalibrate_batchnorm(calibration, self.forward, self.calibration_batches)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validation_snapshot is not None:
+            self._validation_snapshot.__exit__(None, None, None)
+            self._validation_snapshot = None
+
+    # checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {"rng": self._rng.getstate(), "seed": self.seed}
+        if self.supernet is not None:
+            state["supernet"] = self.supernet.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.supernet is None:
+            self._pending_state = state_dict
+        else:
+            self._apply_state(state_dict)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        rng_state = state["rng"]
+        self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
+        if "supernet" in state:
+            self.supernet.load_state_dict(state["supernet"])
+
+
+def _detach(output: Any) -> Any:
+    try:
+        return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, output)
+    except Exception:  # noqa: BLE001 - outputs that pytree cannot walk are used as they are
+        return output
+
+
+def find_supernet_callback(trainer: L.Trainer) -> SupernetCallback:
+    """The trainer's :class:`SupernetCallback`; a clear error if there is none."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, SupernetCallback):
+            return callback
+    raise MisconfigurationException("this callback needs a SupernetCallback in the same Trainer(callbacks=[...])")

@@ -1,0 +1,343 @@
+"""One-shot search: an Optuna study over the sub-networks of a trained supernet.
+
+Every trial suggests an architecture through :meth:`SearchSpace.suggest`, so any Optuna sampler
+drives the search; the task metric comes from the supernet's inherited weights, and the costs
+(parameters, FLOPs, measured latency of the extracted model) are exact. Resource limits are
+checked before evaluation: a trial over budget is recorded as pruned with its constraint values
+and costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from lightning_nas._table import format_table
+from lightning_nas.metrics import measure_latency
+from lightning_nas.space import Arch
+from lightning_nas.strategies import output_tensor
+from lightning_nas.supernet import Supernet, call_model
+
+__all__ = [
+    "COSTS",
+    "SearchResult",
+    "SubnetObjective",
+    "TorchmetricsEvaluator",
+    "check_feasible",
+    "create_search_study",
+    "one_shot_search",
+]
+
+#: Costs that can be objectives or limits.
+COSTS = ("params", "flops", "latency")
+
+
+def default_target(batch: Any) -> torch.Tensor:
+    """Labels of a batch: the second item of a tuple, or ``batch["labels"]``."""
+    if isinstance(batch, Mapping):
+        return batch["labels"] if "labels" in batch else batch["label"]
+    return batch[1]
+
+
+class TorchmetricsEvaluator:
+    """Scores a sub-network with a torchmetrics metric over a data loader (inherited weights).
+
+    Batch-norm statistics are recalibrated for each sub-network on ``calibration`` batches and
+    restored afterwards, so evaluating never changes the supernet.
+
+    Args:
+        supernet: The trained supernet.
+        metric: A torchmetrics ``Metric`` (reset before each evaluation).
+        dataloader: Validation batches.
+        calibration: Training batches for batch-norm recalibration (``None``: no recalibration).
+        forward: ``forward(model, batch) -> output``; default :func:`~lightning_nas.call_model`.
+        target: ``target(batch) -> labels``; default: ``batch[1]`` or ``batch["labels"]``.
+        calibration_batches: At most this many calibration batches.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        metric: Any,
+        dataloader: Iterable[Any],
+        calibration: Iterable[Any] | None = None,
+        forward: Callable[[nn.Module, Any], Any] = call_model,
+        target: Callable[[Any], torch.Tensor] = default_target,
+        calibration_batches: int = 64,
+    ) -> None:
+        self.supernet = supernet
+        self.metric = metric
+        self.dataloader = dataloader
+        self.calibration = calibration
+        self.forward = forward
+        self.target = target
+        self.calibration_batches = calibration_batches
+
+    def __call__(self, arch: Arch) -> float:
+        from lightning.fabric.utilities import move_data_to_device
+
+        model = self.supernet.model
+        device = next(model.parameters()).device
+        metric = self.metric.to(device)
+        metric.reset()
+        with self.supernet.use(arch), self.supernet.batchnorm_snapshot():
+            if self.calibration is not None:
+                self.supernet.recalibrate_batchnorm(self.calibration, self.forward, self.calibration_batches)
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    for batch in self.dataloader:
+                        batch = move_data_to_device(batch, device)
+                        metric.update(output_tensor(self.forward(model, batch)), self.target(batch))
+            finally:
+                model.train(was_training)
+        return float(metric.compute())
+
+
+def check_feasible(supernet: Supernet, limits: Mapping[str, float | None], latency_input: Any = None) -> None:
+    """Raise ``ValueError`` if even the smallest sub-network breaks a limit (checked before any work)."""
+    unknown = set(limits) - set(COSTS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; limits can be set on {list(COSTS)}")
+    smallest = supernet.min_arch()
+    for name, limit in limits.items():
+        if limit is None:
+            continue
+        if limit <= 0:
+            raise ValueError(f"max_{name} must be positive, got {limit}")
+        value = _cost(supernet, smallest, name, latency_input)
+        if value > limit:
+            raise ValueError(
+                f"no architecture can meet max_{name}={limit:,.6g}: the smallest sub-network has "
+                f"{name}={value:,.6g}"
+            )
+
+
+def _cost(supernet: Supernet, arch: Arch, name: str, latency_input: Any) -> float:
+    if name == "params":
+        return float(supernet.num_params(arch))
+    if name == "flops":
+        return float(supernet.flops(arch))
+    example = supernet.example_input if latency_input is None else latency_input
+    if example is None:
+        raise ValueError("measuring latency needs an example input")
+    return measure_latency(supernet.extract(arch), example) * 1e3  # milliseconds
+
+
+class SubnetObjective:
+    """An Optuna objective: suggest an architecture, check limits, evaluate, report the costs.
+
+    Returns ``(metric, *costs)``. Records ``arch`` and every cost as user attributes; limits
+    become ``trial.set_constraint`` values (and the user attribute ``constraints``, which
+    optuna-dashboard shows). Over-budget trials are pruned before evaluation.
+
+    Args:
+        supernet: The supernet whose space is searched.
+        evaluate: ``evaluate(arch) -> float``, the task metric with inherited weights.
+        objectives: Costs reported after the metric, from :data:`COSTS`.
+        limits: Upper limits by cost name, e.g. ``{"params": 1e5}``.
+        latency_input: Input for latency measurement (default: the supernet's example input).
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        evaluate: Callable[[Arch], float],
+        objectives: Sequence[str] = ("params",),
+        limits: Mapping[str, float | None] | None = None,
+        latency_input: Any = None,
+    ) -> None:
+        unknown = [o for o in objectives if o not in COSTS]
+        if unknown:
+            raise ValueError(f"unknown objectives {unknown}; choose from {list(COSTS)}")
+        self.supernet = supernet
+        self.evaluate = evaluate
+        self.objectives = tuple(objectives)
+        self.limits = {k: v for k, v in (limits or {}).items() if v is not None}
+        self.latency_input = latency_input
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        arch = self.supernet.space.suggest(trial)
+        trial.set_user_attr("arch", arch)
+        costs = {}
+        for name in dict.fromkeys(("params", *self.objectives, *self.limits)):
+            costs[name] = _cost(self.supernet, arch, name, self.latency_input)
+            trial.set_user_attr(name, costs[name])
+        violations = {f"max_{name}": costs[name] - limit for name, limit in self.limits.items()}
+        for key, value in violations.items():
+            trial.set_constraint(key, value)
+        if violations:
+            trial.set_user_attr("constraints", violations)
+        broken = [key for key, value in violations.items() if value > 0]
+        if broken:
+            raise optuna.TrialPruned(f"over budget: {', '.join(broken)}")
+        value = float(self.evaluate(arch))
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the metric of {arch} is {value}")
+        if not self.objectives:
+            return value
+        return (value, *(costs[name] for name in self.objectives))
+
+
+@dataclass
+class SearchResult:
+    """What a search found.
+
+    Attributes:
+        study: The Optuna study (reload it any time with ``optuna.load_study``).
+        front: Feasible Pareto-optimal trials, best metric first.
+        best: The trial chosen for export: the best metric on the front.
+        metric_name: Name of the task metric (first objective).
+    """
+
+    study: optuna.Study
+    front: list[FrozenTrial]
+    best: FrozenTrial | None
+    metric_name: str
+
+    @property
+    def best_arch(self) -> Arch | None:
+        return None if self.best is None else dict(self.best.user_attrs["arch"])
+
+    def table(self) -> str:
+        """The Pareto front as a text table."""
+        costs = [c for c in COSTS if any(c in t.user_attrs for t in self.front)]
+        rows = []
+        for t in self.front:
+            arch = t.user_attrs["arch"]
+            rows.append(
+                [t.number, f"{t.values[0]:.4f}", *(_format_cost(c, t.user_attrs.get(c)) for c in costs),
+                 "/".join(str(v) for v in arch.values())]
+            )
+        header = ["trial", self.metric_name, *(c + (" (ms)" if c == "latency" else "") for c in costs), "arch"]
+        return format_table(header, rows)
+
+
+def _format_cost(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if name == "latency" else f"{int(value):,}"
+
+
+def create_search_study(
+    metric_name: str,
+    direction: str,
+    objectives: Sequence[str],
+    storage: str | optuna.storages.BaseStorage | None,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    seed: int | None = 0,
+) -> optuna.Study:
+    """Create (or resume) the study of a search, with named metrics.
+
+    Raises ``ValueError`` if a study of that name exists with other objectives.
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    directions = [direction, *("minimize" for _ in objectives)]
+    if sampler is None:
+        sampler = optuna.samplers.NSGAIISampler(seed=seed) if objectives else optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True
+    )
+    names = [metric_name, *objectives]
+    existing = study.metric_names
+    if existing is not None and list(existing) != names:
+        raise ValueError(
+            f"study {study_name!r} already exists with objectives {existing}; this search has {names}. "
+            "Use another study name or storage."
+        )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ValueError(f"study {study_name!r} exists with other directions than {directions}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+    return study
+
+
+def one_shot_search(
+    supernet: Supernet,
+    evaluate: Callable[[Arch], float],
+    *,
+    n_trials: int = 50,
+    metric_name: str = "metric",
+    direction: str = "maximize",
+    objectives: Sequence[str] = ("params",),
+    max_params: float | None = None,
+    max_flops: float | None = None,
+    max_latency: float | None = None,
+    latency_input: Any = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str = "one-shot-search",
+    sampler: optuna.samplers.BaseSampler | None = None,
+    seed: int | None = 0,
+    show_progress_bar: bool = False,
+) -> SearchResult:
+    """Search the supernet's sub-networks in an Optuna study and return the Pareto front.
+
+    The largest and smallest architectures are evaluated first (anchors of the front). Runs
+    until the study holds ``n_trials`` finished trials, so calling it again on the same storage
+    resumes. Failed trials (an exception, a NaN metric) are recorded as failed and the search
+    goes on.
+
+    Args:
+        supernet: A trained supernet.
+        evaluate: ``evaluate(arch) -> float``, e.g. a :class:`TorchmetricsEvaluator`.
+        n_trials: Total finished trials wanted in the study.
+        metric_name: Name shown for the metric (``study.metric_names``).
+        direction: Of the metric.
+        objectives: Costs minimised alongside the metric (``"params"``, ``"flops"``, ``"latency"``).
+        max_params: Limit on parameters; ``max_flops`` on FLOPs; ``max_latency`` on the
+            extracted model's measured latency in milliseconds.
+        latency_input: Input for latency measurement (default: the supernet's example input).
+        storage: Any Optuna storage or URL (default: in memory).
+        study_name: Name of the study in the storage.
+        sampler: Any Optuna sampler (default NSGA-II for several objectives, else TPE).
+        seed: Seed of the default sampler.
+
+    Example:
+        >>> import optuna, torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        >>> net = Supernet(model, example_input=torch.randn(1, 4))
+        >>> result = one_shot_search(net, lambda arch: arch["0"] / 32, n_trials=4, max_params=150,
+        ...                          sampler=optuna.samplers.BruteForceSampler(seed=0))
+        >>> result.best_arch
+        {'0': 16}
+    """
+    limits = {"params": max_params, "flops": max_flops, "latency": max_latency}
+    check_feasible(supernet, limits, latency_input)
+    study = create_search_study(metric_name, direction, objectives, storage, study_name, sampler, seed)
+    if not study.trials:
+        for arch in (supernet.max_arch(), supernet.min_arch()):
+            study.enqueue_trial(_as_params(supernet, arch), skip_if_exists=True)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    objective = SubnetObjective(supernet, evaluate, objectives, limits, latency_input)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress_bar)
+    return _result(study, metric_name, direction)
+
+
+def _as_params(supernet: Supernet, arch: Arch) -> dict[str, int]:
+    return {name: arch[name] for name in supernet.space}
+
+
+def _result(study: optuna.Study, metric_name: str, direction: str) -> SearchResult:
+    if len(study.directions) > 1:
+        front = list(study.best_trials)
+    else:
+        completed = study.get_trials(states=(TrialState.COMPLETE,))
+        feasible = [t for t in completed if all(v <= 0 for v in t.constraints.values())]
+        front = [min(feasible, key=lambda t: t.value if direction == "minimize" else -t.value)] if feasible else []
+    sign = 1 if direction == "minimize" else -1
+    front.sort(key=lambda t: (sign * t.values[0], *t.values[1:]))
+    return SearchResult(study, front, front[0] if front else None, metric_name)
