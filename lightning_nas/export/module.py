@@ -73,13 +73,8 @@ def save_module(
         verify_outputs(expected, _call(load_module(directory), example_input), atol, "module")
     meta: dict[str, Any] = {"arch": dict(arch or {}), "params": sum(p.numel() for p in model.parameters())}
     if program:
-        args = example_input if isinstance(example_input, tuple) else (example_input,)
-        kwargs = dict(example_input) if isinstance(example_input, Mapping) else {}
-        if kwargs:
-            args = ()
         try:
-            exported = torch.export.export(model, args, kwargs)
-            torch.export.save(exported, directory / PROGRAM_FILE)
+            torch.export.save(_export_program(model, example_input), directory / PROGRAM_FILE)
         except Exception as err:  # noqa: BLE001 - the pickled module remains the export
             meta["program_error"] = f"{type(err).__name__}: {err}"[:500]
         else:
@@ -88,6 +83,24 @@ def save_module(
                 verify_outputs(expected, _call(reloaded, example_input), atol, "exported program")
     (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2))
     return directory
+
+
+def _export_program(model: nn.Module, example_input: Any) -> torch.export.ExportedProgram:
+    """Export with a dynamic batch dimension (traced at batch 2: size 1 would be specialised)."""
+
+    def batch_of_two(t: Any) -> Any:
+        return t.expand(2, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+
+    def dynamic(t: Any) -> Any:
+        return {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None
+
+    if isinstance(example_input, Mapping):
+        args, kwargs = (), {k: batch_of_two(v) for k, v in example_input.items()}
+    else:
+        args = tuple(batch_of_two(a) for a in (example_input if isinstance(example_input, tuple) else (example_input,)))
+        kwargs = {}
+    shapes: Any = {k: dynamic(v) for k, v in kwargs.items()} if kwargs else tuple(dynamic(a) for a in args)
+    return torch.export.export(model, args, kwargs, dynamic_shapes=shapes)
 
 
 def load_module(directory: str | Path, program: bool = False) -> nn.Module:

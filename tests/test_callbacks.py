@@ -1,0 +1,172 @@
+"""SupernetCallback inside real Trainer.fit runs, on an unchanged LightningModule."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lightning_nas.callbacks import SupernetCallback
+from lightning_nas.demo import DigitsClassifier, DigitsDataModule
+from lightning_nas.elastic import ElasticModule
+from lightning_nas.strategies import InstaTune, Sandwich, SinglePath
+
+
+def _trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
+    options = dict(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    options.update(kwargs)
+    return L.Trainer(callbacks=callbacks, **options)
+
+
+def _module() -> DigitsClassifier:
+    return DigitsClassifier(width=8, hidden=16, blocks=2)
+
+
+class CountingClassifier(DigitsClassifier):
+    """Counts forward calls of the network per training step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+        self.model.register_forward_hook(lambda *args: setattr(self, "calls", self.calls + 1))
+
+    def on_train_start(self) -> None:
+        self.calls = 0  # the supernet ran the model while tracing it at setup
+
+
+@pytest.mark.parametrize(
+    ("strategy", "nets_per_step"),
+    [(Sandwich(num_random=2), 4), (InstaTune(), 2), (SinglePath(), 1), ("sandwich", 4)],
+)
+def test_each_strategy_trains_in_a_real_fit(tmp_path, strategy, nets_per_step) -> None:
+    module = CountingClassifier(width=8, hidden=16, blocks=2)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    callback = SupernetCallback(strategy=strategy, module="model")
+    trainer = _trainer(tmp_path, [callback], limit_val_batches=0)
+    trainer.fit(module, DigitsDataModule())
+    assert trainer.global_step == 4
+    assert module.calls == 4 * nets_per_step
+    assert any(isinstance(m, ElasticModule) for m in module.model.modules())
+    changed = [k for k, v in module.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed
+    if nets_per_step > 1:
+        assert "nas/distill_loss" in trainer.callback_metrics
+
+
+class ZeroLossClassifier(DigitsClassifier):
+    """training_step's loss has no gradient: only the distilled students can move the weights."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx) * 0.0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_students_are_backpropagated_inside_automatic_optimization(tmp_path) -> None:
+    module = ZeroLossClassifier(width=8, hidden=16, blocks=2)
+    before = module.model.fc.weight.detach().clone()
+    trainer = _trainer(tmp_path, [SupernetCallback(strategy=Sandwich(num_random=0), module="model")])
+    trainer.fit(module, DigitsDataModule())
+    assert not torch.equal(module.model.fc.weight, before)
+    assert trainer.callback_metrics["nas/distill_loss"] > 0
+
+
+def test_accumulation_clipping_and_bf16(tmp_path) -> None:
+    module = _module()
+    trainer = _trainer(
+        tmp_path,
+        [SupernetCallback(strategy="sandwich", module="model")],
+        accumulate_grad_batches=2,
+        gradient_clip_val=0.5,
+        precision="bf16-mixed",
+    )
+    trainer.fit(module, DigitsDataModule())
+    assert trainer.global_step == 2  # 4 batches, one optimizer step per 2
+    assert torch.isfinite(trainer.callback_metrics["nas/distill_loss"])
+
+
+def test_resume_from_checkpoint_restores_callback_and_weights(tmp_path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = SupernetCallback(strategy="spos", module="model", space={"fc": [4, 16]}, seed=3)
+    trainer = _trainer(tmp_path, [first, checkpoint], enable_checkpointing=True)
+    module = _module()
+    trainer.fit(module, DigitsDataModule())
+    rng_after_first = first._rng.getstate()
+    path = tmp_path / "ckpt" / "last.ckpt"
+    assert path.exists()
+
+    resumed = SupernetCallback(strategy="spos", module="model", space={"fc": [4, 16]}, seed=3)
+    fresh = _module()
+    trainer = _trainer(tmp_path, [resumed], max_epochs=1)
+    trainer.fit(fresh, DigitsDataModule(), ckpt_path=str(path))
+    # Nothing left to train in epoch 0: the restored state is untouched.
+    assert resumed._rng.getstate() == rng_after_first
+    assert resumed.supernet.space.to_dict() == first.supernet.space.to_dict()
+    for (name, a), b in zip(module.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+    # And training goes on from there.
+    trainer = _trainer(tmp_path, [resumed], max_epochs=2)
+    trainer.fit(fresh, DigitsDataModule(), ckpt_path=str(path))
+    assert trainer.global_step == 8
+
+
+def test_missing_example_input_fails_before_training(tmp_path) -> None:
+    module = _module()
+    module.example_input_array = None
+    trainer = _trainer(tmp_path, [SupernetCallback(module="model")])
+    with pytest.raises(MisconfigurationException, match="example_input_array"):
+        trainer.fit(module, DigitsDataModule())
+    assert trainer.global_step == 0
+
+
+def test_unknown_submodule_and_strategy_are_named(tmp_path) -> None:
+    trainer = _trainer(tmp_path, [SupernetCallback(module="backbone")])
+    with pytest.raises(MisconfigurationException, match="no such submodule"):
+        trainer.fit(_module(), DigitsDataModule())
+    with pytest.raises(ValueError, match="unknown training strategy 'bogus'"):
+        SupernetCallback(strategy="bogus")
+
+
+def test_bad_space_fails_before_training(tmp_path) -> None:
+    trainer = _trainer(tmp_path, [SupernetCallback(module="model", space={"fc": [8, 999]})])
+    with pytest.raises(MisconfigurationException, match="cannot restrict dimension 'fc'"):
+        trainer.fit(_module(), DigitsDataModule())
+    assert trainer.global_step == 0
+
+
+class CallsSubmodule(DigitsClassifier):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.model(x), y)
+
+
+def test_students_need_the_network_that_training_step_calls(tmp_path) -> None:
+    # The supernet is the whole LightningModule, but training_step bypasses its forward.
+    trainer = _trainer(tmp_path, [SupernetCallback(strategy="sandwich")])
+    with pytest.raises(MisconfigurationException, match="pass `module=`"):
+        trainer.fit(CallsSubmodule(width=8, hidden=16, blocks=2), DigitsDataModule())
+
+
+def test_spos_validation_uses_recalibrated_statistics(tmp_path) -> None:
+    module = _module()
+    callback = SupernetCallback(strategy="spos", module="model")
+    trainer = _trainer(tmp_path, [callback], limit_val_batches=1)
+    trainer.fit(module, DigitsDataModule())
+    bn = module.model.stem[1]
+    snapshot = bn.running_mean.clone()
+    trainer.validate(module, DigitsDataModule(), verbose=False)
+    torch.testing.assert_close(bn.running_mean, snapshot)  # restored after validation
