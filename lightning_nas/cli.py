@@ -18,6 +18,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from lightning_nas.dashboard import run_dashboard
+
+    run_dashboard(args.storage, host=args.host, port=args.port, artifact_dir=args.artifact_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-nas", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--width", type=int, default=32, help="channels of the full network's first stage")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    dashboard = commands.add_parser("dashboard", help="open a study storage in optuna-dashboard")
+    dashboard.add_argument(
+        "storage", nargs="?", default="nas_runs/demo/nas.db", help="storage URL, or path of a nas.db file / its folder"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--artifact-dir", default=None, help="artifact folder (default: next to the nas.db)")
+    dashboard.set_defaults(run=_dashboard)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import optuna
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_nas.callbacks._supernet import find_supernet_callback
+from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export import save_module
 from lightning_nas.search import COSTS, SearchResult, TorchmetricsEvaluator, check_feasible, one_shot_search
 from lightning_nas.space import Arch
@@ -261,7 +263,22 @@ class OneShotSearch(L.Callback):
             self.export_path = Path(self.export_dir) if self.export_dir else root / "best_subnet"
             self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path)
             self.result.study.set_user_attr("export_path", str(self.export_path))
+            if isinstance(storage, str) and storage.startswith("sqlite:///"):
+                self._upload_artifacts(storage, self.export_path)
         return self.result
+
+    def _upload_artifacts(self, storage: str, path: Path) -> None:
+        """Attach the exported files to the best trial, so optuna-dashboard offers them for download."""
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        folder = Path(storage[len("sqlite:///") :]).parent / ARTIFACT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(str(folder))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for file in sorted(path.iterdir()):
+                upload_artifact(study_or_trial=self.result.best, file_path=str(file), artifact_store=store,
+                                storage=optuna.storages.get_storage(storage))
 
     def export(self, supernet: Supernet, arch: Arch, calibration: Iterable[Any] | None, path: Path) -> Any:
         """Extract ``arch`` with recalibrated batch norm and save it (verified on reload)."""

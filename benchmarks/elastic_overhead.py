@@ -1,0 +1,143 @@
+"""What weight entanglement costs: elastic modules, supernet training steps, extracted models.
+
+(a) forward+backward of each elastic module at full size vs the plain torch module;
+(b) a supernet training step with each strategy vs a plain training step (same LightningModule,
+    same batch; the strategy runs several sub-networks, so the table also divides by that number);
+(c) a sub-network's inference inside the supernet vs the same architecture extracted.
+
+Run:  python benchmarks/elastic_overhead.py [--device cpu|cuda] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.benchmark import Timer
+
+from lightning_nas import Supernet
+from lightning_nas._table import format_table
+from lightning_nas.demo import DigitsCNN
+from lightning_nas.elastic import ELASTIC_TYPES
+from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, distillation_loss
+
+
+def _time(fn, min_run_time: float) -> float:
+    return Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+
+def module_overhead(device: torch.device, min_run_time: float) -> list[list[str]]:
+    cases = {
+        "Linear 1024x1024, batch 512": (nn.Linear(1024, 1024), (512, 1024)),
+        "Conv2d 64->64 3x3, 8x64x32x32": (nn.Conv2d(64, 64, 3, padding=1), (8, 64, 32, 32)),
+        "BatchNorm2d 64, 8x64x32x32": (nn.BatchNorm2d(64), (8, 64, 32, 32)),
+        "LayerNorm 1024, 512x1024": (nn.LayerNorm(1024), (512, 1024)),
+        "Embedding 30522x384, 64x128 ids": (nn.Embedding(30522, 384), None),
+    }
+    rows = []
+    for name, (plain, shape) in cases.items():
+        plain = plain.to(device)
+        elastic = ELASTIC_TYPES[type(plain)].convert(plain)
+        x = torch.randint(0, 30522, (64, 128), device=device) if shape is None else torch.randn(*shape, device=device)
+
+        def step(module: nn.Module) -> None:
+            module(x).float().square().mean().backward()
+
+        times = {}
+        for label, module in (("plain", plain), ("elastic", elastic), ("plain ", plain)):
+            module.zero_grad(set_to_none=True)
+            times[label] = _time(lambda m=module: step(m), min_run_time)
+        base = min(times["plain"], times["plain "])  # plain timed twice: before and after, the fairer of both
+        rows.append([name, f"{base * 1e3:.3f}", f"{times['elastic'] * 1e3:.3f}", f"{times['elastic'] / base:.3f}"])
+    return rows
+
+
+def strategy_overhead(device: torch.device, steps: int) -> list[list[str]]:
+    import random
+
+    x = torch.rand(64, 1, 8, 8, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    rows = []
+    baseline = None
+    for name, strategy in (("plain model", None), ("spos", SinglePath()), ("instatune", InstaTune()),
+                           ("sandwich (max+2+min)", Sandwich(num_random=2))):
+        torch.manual_seed(0)
+        model = DigitsCNN(width=32, hidden=64).to(device)
+        supernet = None if strategy is None else Supernet(model, example_input=x[:1])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        rng = random.Random(0)
+
+        def train_step() -> None:
+            # What SupernetCallback does around the user's training_step, without Lightning's loop.
+            teacher, students = (None, []) if supernet is None else strategy.sample(supernet.space, rng)
+            if supernet is not None:
+                supernet.set_arch(teacher)
+            logits = model(x)
+            F.cross_entropy(logits, y).backward()
+            for arch in students:
+                supernet.set_arch(arch)
+                with supernet.frozen_batchnorm_statistics():
+                    distillation_loss(model(x), logits.detach()).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            train_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_step = (time.perf_counter() - start) / steps
+        nets = 1 if strategy is None else 1 + len(strategy.sample(supernet.space, random.Random(0))[1])
+        baseline = baseline or per_step
+        rows.append([name, str(nets), f"{per_step * 1e3:.2f}", f"{per_step / baseline:.2f}",
+                     f"{per_step / baseline / nets:.2f}"])
+    return rows
+
+
+def extracted_vs_supernet(device: torch.device, min_run_time: float) -> list[list[str]]:
+    torch.manual_seed(0)
+    x = torch.rand(256, 1, 8, 8, device=device)
+    supernet = Supernet(DigitsCNN(width=64, hidden=128).to(device).eval(), example_input=x[:1])
+    rows = []
+    for label, arch in (("max", supernet.max_arch()), ("random", supernet.sample_arch(1)), ("min", supernet.min_arch())):
+        dense = supernet.extract(arch).eval()
+        supernet.set_arch(arch)
+        with torch.inference_mode():
+            inside = _time(lambda: supernet.model(x), min_run_time)
+            extracted = _time(lambda: dense(x), min_run_time)
+        rows.append([label, f"{supernet.num_params(arch):,}", f"{inside * 1e3:.3f}", f"{extracted * 1e3:.3f}",
+                     f"{inside / extracted:.2f}"])
+    supernet.set_arch(None)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per strategy")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}\n")
+    print("(a) forward+backward at full size, elastic vs plain")
+    print(format_table(["module", "plain ms", "elastic ms", "ratio"], module_overhead(device, args.min_run_time)))
+    print("\n(b) training step of DigitsCNN(width=32), batch 64: supernet strategies vs a plain step")
+    print(format_table(["strategy", "nets/step", "ms/step", "ratio", "ratio per net"],
+                       strategy_overhead(device, args.steps)))
+    print("\n(c) inference of DigitsCNN(width=64), batch 256: sub-network inside the supernet vs extracted")
+    print(format_table(["arch", "params", "in supernet ms", "extracted ms", "supernet / extracted"],
+                       extracted_vs_supernet(device, args.min_run_time)))
+
+
+if __name__ == "__main__":
+    main()
