@@ -268,7 +268,10 @@ class OneShotSearch(L.Callback):
         return self.result
 
     def _upload_artifacts(self, storage: str, path: Path) -> None:
-        """Attach the exported files to the best trial, so optuna-dashboard offers them for download."""
+        """Attach the exported files to the study, so optuna-dashboard offers them for download.
+
+        (A finished trial cannot take attributes any more, hence the study.)
+        """
         from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
         folder = Path(storage[len("sqlite:///") :]).parent / ARTIFACT_DIR
@@ -277,8 +280,7 @@ class OneShotSearch(L.Callback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for file in sorted(path.iterdir()):
-                upload_artifact(study_or_trial=self.result.best, file_path=str(file), artifact_store=store,
-                                storage=optuna.storages.get_storage(storage))
+                upload_artifact(study_or_trial=self.result.study, file_path=str(file), artifact_store=store)
 
     def export(self, supernet: Supernet, arch: Arch, calibration: Iterable[Any] | None, path: Path) -> Any:
         """Extract ``arch`` with recalibrated batch norm and save it (verified on reload)."""
