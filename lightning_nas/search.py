@@ -24,7 +24,7 @@ from lightning_nas._table import format_table
 from lightning_nas.metrics import measure_latency
 from lightning_nas.space import Arch
 from lightning_nas.strategies import output_tensor
-from lightning_nas.supernet import Supernet, call_model
+from lightning_nas.supernet import Supernet, call_model, to_device
 
 __all__ = [
     "COSTS",
@@ -82,8 +82,6 @@ class TorchmetricsEvaluator:
         self.calibration_batches = calibration_batches
 
     def __call__(self, arch: Arch) -> float:
-        from lightning.fabric.utilities import move_data_to_device
-
         model = self.supernet.model
         device = next(model.parameters()).device
         metric = self.metric.to(device)
@@ -96,7 +94,7 @@ class TorchmetricsEvaluator:
             try:
                 with torch.no_grad():
                     for batch in self.dataloader:
-                        batch = move_data_to_device(batch, device)
+                        batch = to_device(batch, device)
                         metric.update(output_tensor(self.forward(model, batch)), self.target(batch))
             finally:
                 model.train(was_training)

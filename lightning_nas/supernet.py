@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from lightning.fabric.utilities import move_data_to_device
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_nas._table import format_table
@@ -19,7 +19,7 @@ from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
 from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 
-__all__ = ["Supernet", "call_model"]
+__all__ = ["Supernet", "call_model", "to_device"]
 
 _ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
 _AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
@@ -47,6 +47,11 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
     raise TypeError(f"cannot tell the model input in a batch of type {type(batch).__name__}; pass `forward=`")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor inside it moved to ``device``."""
+    return tree_map(lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t, batch)
 
 
 def _example_runner(example_input: Any) -> Callable[[nn.Module], Any]:
@@ -283,7 +288,7 @@ class Supernet:
                     m.momentum = None  # cumulative average over the calibration batches
                     m.train()
                 for count, batch in enumerate(batches, start=1):
-                    forward(self.model, move_data_to_device(batch, device))
+                    forward(self.model, to_device(batch, device))
                     if max_batches is not None and count >= max_batches:
                         break
         finally:
