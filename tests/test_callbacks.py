@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_nas.callbacks import SupernetCallback
@@ -84,17 +85,28 @@ def test_students_are_backpropagated_inside_automatic_optimization(tmp_path) -> 
     assert trainer.callback_metrics["nas/distill_loss"] > 0
 
 
-def test_accumulation_clipping_and_bf16(tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed with a GradScaler"])
+def test_accumulation_clipping_and_mixed_precision(tmp_path, precision) -> None:
     module = _module()
+    options: dict = {"precision": precision}
+    if precision.endswith("GradScaler"):
+        # Lightning only scales fp16 losses on CUDA; force the scaler so the students' scaled
+        # backward goes through the same path as on a GPU.
+        options = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))]}
+    steps = []
+    module.on_before_optimizer_step = lambda optimizer: steps.append(
+        max(p.grad.abs().max() for p in module.parameters() if p.grad is not None)
+    )
     trainer = _trainer(
         tmp_path,
         [SupernetCallback(strategy="sandwich", module="model")],
         accumulate_grad_batches=2,
         gradient_clip_val=0.5,
-        precision="bf16-mixed",
+        **options,
     )
     trainer.fit(module, DigitsDataModule())
     assert trainer.global_step == 2  # 4 batches, one optimizer step per 2
+    assert len(steps) == 2 and all(torch.isfinite(g) for g in steps)
     assert torch.isfinite(trainer.callback_metrics["nas/distill_loss"])
 
 
