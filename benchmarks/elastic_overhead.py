@@ -62,8 +62,12 @@ def strategy_overhead(device: torch.device, steps: int) -> list[list[str]]:
     y = torch.randint(0, 10, (64,), device=device)
     rows = []
     baseline = None
-    for name, strategy in (("plain model", None), ("spos", SinglePath()), ("instatune", InstaTune()),
-                           ("sandwich (max+2+min)", Sandwich(num_random=2))):
+    for name, strategy in (
+        ("plain model", None),
+        ("spos", SinglePath()),
+        ("instatune", InstaTune()),
+        ("sandwich (max+2+min)", Sandwich(num_random=2)),
+    ):
         torch.manual_seed(0)
         model = DigitsCNN(width=32, hidden=64).to(device)
         supernet = None if strategy is None else Supernet(model, example_input=x[:1])
@@ -96,8 +100,15 @@ def strategy_overhead(device: torch.device, steps: int) -> list[list[str]]:
         per_step = (time.perf_counter() - start) / steps
         nets = 1 if strategy is None else 1 + len(strategy.sample(supernet.space, random.Random(0))[1])
         baseline = baseline or per_step
-        rows.append([name, str(nets), f"{per_step * 1e3:.2f}", f"{per_step / baseline:.2f}",
-                     f"{per_step / baseline / nets:.2f}"])
+        rows.append(
+            [
+                name,
+                str(nets),
+                f"{per_step * 1e3:.2f}",
+                f"{per_step / baseline:.2f}",
+                f"{per_step / baseline / nets:.2f}",
+            ]
+        )
     return rows
 
 
@@ -106,14 +117,25 @@ def extracted_vs_supernet(device: torch.device, min_run_time: float) -> list[lis
     x = torch.rand(256, 1, 8, 8, device=device)
     supernet = Supernet(DigitsCNN(width=64, hidden=128).to(device).eval(), example_input=x[:1])
     rows = []
-    for label, arch in (("max", supernet.max_arch()), ("random", supernet.sample_arch(1)), ("min", supernet.min_arch())):
+    for label, arch in (
+        ("max", supernet.max_arch()),
+        ("random", supernet.sample_arch(1)),
+        ("min", supernet.min_arch()),
+    ):
         dense = supernet.extract(arch).eval()
         supernet.set_arch(arch)
         with torch.inference_mode():
             inside = _time(lambda: supernet.model(x), min_run_time)
             extracted = _time(lambda: dense(x), min_run_time)
-        rows.append([label, f"{supernet.num_params(arch):,}", f"{inside * 1e3:.3f}", f"{extracted * 1e3:.3f}",
-                     f"{inside / extracted:.2f}"])
+        rows.append(
+            [
+                label,
+                f"{supernet.num_params(arch):,}",
+                f"{inside * 1e3:.3f}",
+                f"{extracted * 1e3:.3f}",
+                f"{inside / extracted:.2f}",
+            ]
+        )
     supernet.set_arch(None)
     return rows
 
@@ -132,11 +154,18 @@ def main() -> None:
     print("(a) forward+backward at full size, elastic vs plain")
     print(format_table(["module", "plain ms", "elastic ms", "ratio"], module_overhead(device, args.min_run_time)))
     print("\n(b) training step of DigitsCNN(width=32), batch 64: supernet strategies vs a plain step")
-    print(format_table(["strategy", "nets/step", "ms/step", "ratio", "ratio per net"],
-                       strategy_overhead(device, args.steps)))
+    print(
+        format_table(
+            ["strategy", "nets/step", "ms/step", "ratio", "ratio per net"], strategy_overhead(device, args.steps)
+        )
+    )
     print("\n(c) inference of DigitsCNN(width=64), batch 256: sub-network inside the supernet vs extracted")
-    print(format_table(["arch", "params", "in supernet ms", "extracted ms", "supernet / extracted"],
-                       extracted_vs_supernet(device, args.min_run_time)))
+    print(
+        format_table(
+            ["arch", "params", "in supernet ms", "extracted ms", "supernet / extracted"],
+            extracted_vs_supernet(device, args.min_run_time),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ import importlib
 from typing import Any
 
 from lightning_nas.export import load_module, save_module
+from lightning_nas.inputs import call_model
 from lightning_nas.metrics import count_flops, count_params, measure_latency
 from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
-from lightning_nas.supernet import Supernet, call_model
+from lightning_nas.supernet import Supernet
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,9 @@ __all__ = ["main"]
 def _demo(args: argparse.Namespace) -> int:
     from lightning_nas.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, n_trials=args.trials, max_params=args.max_params, width=args.width,
-             seed=args.seed)
+    run_demo(
+        args.out, epochs=args.epochs, n_trials=args.trials, max_params=args.max_params, width=args.width, seed=args.seed
+    )
     return 0
 
 

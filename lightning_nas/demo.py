@@ -87,7 +87,9 @@ class DigitsCNN(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.stage1 = nn.Sequential(*(_ResidualBlock(width, 5) for _ in range(blocks)))
-        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.down = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU()
+        )
         self.stage2 = nn.Sequential(*(_ResidualBlock(2 * width, 3) for _ in range(blocks)))
         self.fc = nn.Linear(2 * width * 4 * 4 // 4, hidden)
         self.head = nn.Linear(hidden, num_classes)

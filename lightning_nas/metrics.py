@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_nas.inputs import call_with_example
+
 __all__ = ["count_flops", "count_params", "directory_size", "measure_latency"]
-
-
-def _runner(example_input: Any) -> Callable[[nn.Module], Any]:
-    if isinstance(example_input, Mapping):
-        return lambda model: model(**example_input)
-    if isinstance(example_input, tuple):
-        return lambda model: model(*example_input)
-    return lambda model: model(example_input)
 
 
 def count_params(model: nn.Module) -> int:
@@ -45,7 +38,7 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:
-            _runner(example_input)(model)
+            call_with_example(model, example_input)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
@@ -63,7 +56,6 @@ def measure_latency(
         >>> measure_latency(torch.nn.Linear(3, 2), torch.zeros(1, 3), repeats=3) > 0
         True
     """
-    run = _runner(example_input)
     device = next(model.parameters()).device
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     was_training = model.training
@@ -72,12 +64,12 @@ def measure_latency(
     try:
         with torch.inference_mode():
             for _ in range(warmup):
-                run(model)
+                call_with_example(model, example_input)
             synchronize()
             start_all = time.perf_counter()
             while len(times) < repeats or time.perf_counter() - start_all < min_seconds:
                 start = time.perf_counter()
-                run(model)
+                call_with_example(model, example_input)
                 synchronize()
                 times.append(time.perf_counter() - start)
     finally:

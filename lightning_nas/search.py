@@ -21,10 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from lightning_nas._table import format_table
+from lightning_nas.inputs import call_model, to_device
 from lightning_nas.metrics import measure_latency
 from lightning_nas.space import Arch
 from lightning_nas.strategies import output_tensor
-from lightning_nas.supernet import Supernet, call_model, to_device
+from lightning_nas.supernet import Supernet
 
 __all__ = [
     "COSTS",
@@ -115,8 +116,7 @@ def check_feasible(supernet: Supernet, limits: Mapping[str, float | None], laten
         value = _cost(supernet, smallest, name, latency_input)
         if value > limit:
             raise ValueError(
-                f"no architecture can meet max_{name}={limit:,.6g}: the smallest sub-network has "
-                f"{name}={value:,.6g}"
+                f"no architecture can meet max_{name}={limit:,.6g}: the smallest sub-network has {name}={value:,.6g}"
             )
 
 
@@ -213,8 +213,12 @@ class SearchResult:
         for t in self.front:
             arch = t.user_attrs["arch"]
             rows.append(
-                [t.number, f"{t.values[0]:.4f}", *(_format_cost(c, t.user_attrs.get(c)) for c in costs),
-                 "/".join(str(v) for v in arch.values())]
+                [
+                    t.number,
+                    f"{t.values[0]:.4f}",
+                    *(_format_cost(c, t.user_attrs.get(c)) for c in costs),
+                    "/".join(str(v) for v in arch.values()),
+                ]
             )
         header = ["trial", self.metric_name, *(c + (" (ms)" if c == "latency" else "") for c in costs), "arch"]
         return format_table(header, rows)

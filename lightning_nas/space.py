@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -154,9 +154,7 @@ class Kernel(Dimension):
 
     kind = "kernel"
 
-    def __init__(
-        self, modules: Sequence[str], choices: Iterable[int], size: int | None = None, name: str = ""
-    ) -> None:
+    def __init__(self, modules: Sequence[str], choices: Iterable[int], size: int | None = None, name: str = "") -> None:
         super().__init__(choices, size, name)
         if any(c % 2 == 0 for c in self.choices):
             raise ValueError(f"kernel dimension {name!r}: sizes must be odd, got {list(self.choices)}")
@@ -166,7 +164,7 @@ class Kernel(Dimension):
         return {"modules": self.modules, **super()._fields()}
 
 
-ChoicesLike = Union[Dimension, Sequence[int]]
+ChoicesLike = Dimension | Sequence[int]
 
 
 class SearchSpace(Mapping[str, Dimension]):
@@ -189,11 +187,7 @@ class SearchSpace(Mapping[str, Dimension]):
     """
 
     def __init__(self, dimensions: Mapping[str, ChoicesLike] | Sequence[Dimension] = ()) -> None:
-        items = (
-            dimensions.items()
-            if isinstance(dimensions, Mapping)
-            else ((d.name, d) for d in dimensions)
-        )
+        items = dimensions.items() if isinstance(dimensions, Mapping) else ((d.name, d) for d in dimensions)
         dims: dict[str, Dimension] = {}
         for name, dim in items:
             if not isinstance(name, str) or not name:

@@ -11,7 +11,6 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

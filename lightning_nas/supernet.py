@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,15 +12,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_nas._table import format_table
 from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
 from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
+from lightning_nas.inputs import call_model, call_with_example, to_device
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 
-__all__ = ["Supernet", "call_model", "to_device"]
+__all__ = ["Supernet"]
 
 _ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
 _AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
@@ -34,32 +35,12 @@ _AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
 }
 
 
-def call_model(model: nn.Module, batch: Any) -> Any:
-    """Run ``model`` on a batch as data loaders usually yield it.
-
-    A tensor is the input; for a tuple or list the first item is the input (``(x, y)``); a mapping
-    is passed as keyword arguments without its labels (Hugging Face style batches).
-    """
-    if isinstance(batch, Tensor):
-        return model(batch)
-    if isinstance(batch, Mapping):
-        return model(**{k: v for k, v in batch.items() if k not in ("labels", "label")})
-    if isinstance(batch, (tuple, list)):
-        return model(batch[0])
-    raise TypeError(f"cannot tell the model input in a batch of type {type(batch).__name__}; pass `forward=`")
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor inside it moved to ``device``."""
-    return tree_map(lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t, batch)
+def _call_on(example_input: Any, model: nn.Module) -> Any:
+    return call_with_example(model, example_input)
 
 
 def _example_runner(example_input: Any) -> Callable[[nn.Module], Any]:
-    if isinstance(example_input, Mapping):
-        return lambda model: model(**example_input)
-    if isinstance(example_input, tuple):
-        return lambda model: model(*example_input)
-    return lambda model: model(example_input)
+    return functools.partial(_call_on, example_input)
 
 
 def _parse_axis(axis: str) -> tuple[str, str | None]:
@@ -126,8 +107,7 @@ class Supernet:
         else:
             if self._run is None:
                 raise ValueError(
-                    "Supernet needs `example_input` to discover elastic dimensions "
-                    "(or explicit `dimensions=`)"
+                    "Supernet needs `example_input` to discover elastic dimensions (or explicit `dimensions=`)"
                 )
             self.adapter = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
             self.plan = self.adapter.plan(model, self._run, **adapter_options)

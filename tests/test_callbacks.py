@@ -92,7 +92,9 @@ def test_accumulation_clipping_and_mixed_precision(tmp_path, precision) -> None:
     if precision.endswith("GradScaler"):
         # Lightning only scales fp16 losses on CUDA; force the scaler so the students' scaled
         # backward goes through the same path as on a GPU.
-        options = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))]}
+        options = {
+            "plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))]
+        }
     steps = []
     module.on_before_optimizer_step = lambda optimizer: steps.append(
         max(p.grad.abs().max() for p in module.parameters() if p.grad is not None)

@@ -44,7 +44,8 @@ def test_dashboard_serves_a_search_study(tmp_path) -> None:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "lightning_nas.cli", "dashboard", str(db), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

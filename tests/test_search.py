@@ -24,8 +24,14 @@ from tests.models import MLP
 def _fit(tmp_path, search: OneShotSearch, **kwargs) -> tuple[L.Trainer, SupernetCallback]:
     supernet_callback = SupernetCallback(strategy="sandwich", module="model")
     options = dict(
-        max_epochs=1, limit_train_batches=3, limit_val_batches=1, default_root_dir=tmp_path, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     options.update(kwargs)
     trainer = L.Trainer(callbacks=[supernet_callback, search], **options)
@@ -34,8 +40,9 @@ def _fit(tmp_path, search: OneShotSearch, **kwargs) -> tuple[L.Trainer, Supernet
 
 
 def test_search_writes_a_study_that_optuna_reads_back(tmp_path) -> None:
-    search = OneShotSearch(metric="val_acc", objectives=("params", "flops"), n_trials=8, max_params=0.5,
-                           calibration_batches=2)
+    search = OneShotSearch(
+        metric="val_acc", objectives=("params", "flops"), n_trials=8, max_params=0.5, calibration_batches=2
+    )
     _, supernet_callback = _fit(tmp_path, search)
     supernet = supernet_callback.supernet
     limit = 0.5 * supernet.num_params(supernet.max_arch())
@@ -79,8 +86,14 @@ def test_search_resumes_the_same_study(tmp_path) -> None:
 
 def test_torchmetrics_metric_without_logging(tmp_path) -> None:
     metric = torchmetrics.Accuracy(task="multiclass", num_classes=10)
-    search = OneShotSearch(metric=metric, n_trials=3, export_dir=False, calibration_batches=1,
-                           storage=f"sqlite:///{tmp_path / 'other.db'}", study_name="tm")
+    search = OneShotSearch(
+        metric=metric,
+        n_trials=3,
+        export_dir=False,
+        calibration_batches=1,
+        storage=f"sqlite:///{tmp_path / 'other.db'}",
+        study_name="tm",
+    )
     _fit(tmp_path, search)
     study = optuna.load_study(study_name="tm", storage=f"sqlite:///{tmp_path / 'other.db'}")
     assert study.metric_names == ["multiclassaccuracy", "params"]
@@ -131,8 +144,13 @@ def test_torchmetrics_evaluator_restores_batchnorm() -> None:
     module = DigitsClassifier(width=8, hidden=16, blocks=2)
     net = Supernet(module.model, example_input=torch.zeros(1, 1, 8, 8))
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    evaluate = TorchmetricsEvaluator(net, torchmetrics.Accuracy(task="multiclass", num_classes=10),
-                                     data.val_dataloader(), data.train_dataloader(), calibration_batches=2)
+    evaluate = TorchmetricsEvaluator(
+        net,
+        torchmetrics.Accuracy(task="multiclass", num_classes=10),
+        data.val_dataloader(),
+        data.train_dataloader(),
+        calibration_batches=2,
+    )
     value = evaluate(net.min_arch())
     assert 0.0 <= value <= 1.0
     for key, tensor in module.state_dict().items():

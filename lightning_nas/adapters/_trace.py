@@ -28,10 +28,32 @@ SUPPORTED_LEAVES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Lay
 # Ops that return no tensor and never change what a tensor holds.
 _HARMLESS = frozenset(
     {
-        "size", "dim", "numel", "__len__", "__bool__", "__get__", "__format__", "__repr__",
-        "__hash__", "is_floating_point", "is_contiguous", "element_size", "stride", "data_ptr",
-        "get_device", "register_hook", "retain_grad", "requires_grad_", "__index__", "item",
-        "is_complex", "nelement", "ndimension", "__contains__", "tolist", "__iter__",
+        "size",
+        "dim",
+        "numel",
+        "__len__",
+        "__bool__",
+        "__get__",
+        "__format__",
+        "__repr__",
+        "__hash__",
+        "is_floating_point",
+        "is_contiguous",
+        "element_size",
+        "stride",
+        "data_ptr",
+        "get_device",
+        "register_hook",
+        "retain_grad",
+        "requires_grad_",
+        "__index__",
+        "item",
+        "is_complex",
+        "nelement",
+        "ndimension",
+        "__contains__",
+        "tolist",
+        "__iter__",
     }
 )
 _REDUCTIONS = frozenset(
@@ -339,10 +361,7 @@ class _ChannelTracer(TorchFunctionMode):
         while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
             prefix += 1
         suffix = 0
-        while (
-            suffix < min(len(old), len(new)) - prefix
-            and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]
-        ):
+        while suffix < min(len(old), len(new)) - prefix and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]:
             suffix += 1
         merged_end = len(old) - suffix  # old axes [prefix, merged_end) became new axis `prefix`
         a = layout.axis
@@ -547,7 +566,9 @@ def trace_channels(model: nn.Module, run: Callable[[nn.Module], Any]) -> Channel
     def resolve(layout: _Layout | None) -> tuple[TraceSegment, ...] | None:
         if layout is None:
             return None
-        return tuple(TraceSegment(None if s.group is None else find(s.group), s.channels, s.inner) for s in layout.segments)
+        return tuple(
+            TraceSegment(None if s.group is None else find(s.group), s.channels, s.inner) for s in layout.segments
+        )
 
     return ChannelTrace(
         group_size={g: tracer.size[g] for g in roots},
@@ -556,10 +577,15 @@ def trace_channels(model: nn.Module, run: Callable[[nn.Module], Any]) -> Channel
         axes={key: resolve(layout) for key, layout in tracer.axes.items()},
         kernels=list(dict.fromkeys(tracer.kernels)),
         blocks=[
-            _Block(b.container, b.index, b.calls, b.input_layout and _Layout(b.input_layout.axis, resolve(b.input_layout)),
-                   b.output_layout and _Layout(b.output_layout.axis, resolve(b.output_layout)), b.same_shape)
+            _Block(
+                b.container,
+                b.index,
+                b.calls,
+                b.input_layout and _Layout(b.input_layout.axis, resolve(b.input_layout)),
+                b.output_layout and _Layout(b.output_layout.axis, resolve(b.output_layout)),
+                b.same_shape,
+            )
             for b in blocks.values()
         ],
         notes=list(dict.fromkeys(tracer.notes)),
     )
-

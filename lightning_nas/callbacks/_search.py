@@ -17,9 +17,10 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export import save_module
+from lightning_nas.inputs import call_model
 from lightning_nas.search import COSTS, SearchResult, TorchmetricsEvaluator, check_feasible, one_shot_search
 from lightning_nas.space import Arch
-from lightning_nas.supernet import Supernet, call_model
+from lightning_nas.supernet import Supernet
 
 __all__ = ["LoggedMetricEvaluator", "OneShotSearch"]
 
@@ -234,15 +235,29 @@ class OneShotSearch(L.Callback):
             calibration = trainer.datamodule.train_dataloader()
         if isinstance(self.metric, str):
             evaluate: Callable[[Arch], float] = LoggedMetricEvaluator(
-                supernet, pl_module, self.metric, val_loaders, calibration, self.forward,
-                self.calibration_batches, accelerator=trainer.accelerator, precision=trainer.precision,
+                supernet,
+                pl_module,
+                self.metric,
+                val_loaders,
+                calibration,
+                self.forward,
+                self.calibration_batches,
+                accelerator=trainer.accelerator,
+                precision=trainer.precision,
             )
         else:
             evaluate = TorchmetricsEvaluator(
-                supernet, self.metric, val_loaders, calibration, self.forward, calibration_batches=self.calibration_batches
+                supernet,
+                self.metric,
+                val_loaders,
+                calibration,
+                self.forward,
+                calibration_batches=self.calibration_batches,
             )
         limits = self.limits(supernet)
-        log.info("one-shot search of %s architectures, study %r in %s", f"{supernet.space.size:,}", self.study_name, storage)
+        log.info(
+            "one-shot search of %s architectures, study %r in %s", f"{supernet.space.size:,}", self.study_name, storage
+        )
         self.result = one_shot_search(
             supernet,
             evaluate,
@@ -291,7 +306,14 @@ class OneShotSearch(L.Callback):
         example = supernet.example_input
         save_module(model, path, example, arch=arch)
         (path / "search.json").write_text(
-            json.dumps({"study": self.study_name, "metric": self.metric_name, "trial": self.result.best.number,
-                        "values": self.result.best.values}, indent=2)
+            json.dumps(
+                {
+                    "study": self.study_name,
+                    "metric": self.metric_name,
+                    "trial": self.result.best.number,
+                    "values": self.result.best.values,
+                },
+                indent=2,
+            )
         )
         return model

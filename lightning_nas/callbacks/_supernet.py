@@ -11,9 +11,10 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
+from lightning_nas.inputs import call_model
 from lightning_nas.space import Dimension
 from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
-from lightning_nas.supernet import Supernet, call_model
+from lightning_nas.supernet import Supernet
 
 __all__ = ["SupernetCallback", "find_supernet_callback"]
 
@@ -175,7 +176,9 @@ class SupernetCallback(L.Callback):
             self._capture = (args, kwargs, _detach(output))
             self._capturing = False
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng)
         self.supernet.set_arch(self._teacher)
         self._capture = None
@@ -207,7 +210,9 @@ class SupernetCallback(L.Callback):
             self.supernet.set_arch(self._teacher)
         pl_module.log("nas/distill_loss", total / len(self._students), on_step=True, on_epoch=True)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._capture = None
         self._capturing = False
         self.supernet.set_arch(None)

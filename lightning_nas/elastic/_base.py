@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -11,7 +11,7 @@ __all__ = ["ElasticModule", "Index", "index_size", "take"]
 #: How an elastic axis is sliced: ``None`` keeps the whole axis, an ``int`` keeps that many leading
 #: entries (a view, no copy), a ``LongTensor`` keeps those entries (after a concatenation the
 #: active channels of the inputs are not one prefix).
-Index = Union[int, Tensor, None]
+Index = int | Tensor | None
 
 _M = TypeVar("_M", bound=nn.Module)
 

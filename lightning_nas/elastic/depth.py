@@ -86,5 +86,3 @@ class ElasticModuleList(_ElasticContainer, nn.ModuleList):
         kept = range(len(self))[idx]
         object.__setattr__(sliced, "skipped", frozenset(j for j, i in enumerate(kept) if i in skipped) or None)
         return sliced
-
-

@@ -39,9 +39,7 @@ class _ElasticBatchNorm(ElasticModule):
         running_var = take(self.running_var, 0, index) if track and self.running_var is not None else None
         weight = None if self.weight is None else take(self.weight, 0, index)
         bias = None if self.bias is None else take(self.bias, 0, index)
-        output = F.batch_norm(
-            input, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps
-        )
+        output = F.batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps)
         if isinstance(index, Tensor) and self.training and running_mean is not None:
             with torch.no_grad():
                 self.running_mean.index_copy_(0, index, running_mean)

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from lightning_nas.inputs import call_with_example
+
 __all__ = ["ExportError", "load_module", "save_module", "verify_outputs"]
 
 MODULE_FILE = "model.pt"
@@ -20,14 +22,6 @@ ARCH_FILE = "arch.json"
 
 class ExportError(RuntimeError):
     """An exported model does not reproduce the outputs it was exported with."""
-
-
-def _call(model: Any, example_input: Any) -> Any:
-    if isinstance(example_input, Mapping):
-        return model(**example_input)
-    if isinstance(example_input, tuple):
-        return model(*example_input)
-    return model(example_input)
 
 
 def verify_outputs(expected: Any, actual: Any, atol: float = 1e-5, what: str = "model") -> float:
@@ -67,10 +61,10 @@ def save_module(
     directory.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     with torch.no_grad():
-        expected = _call(model, example_input)
+        expected = call_with_example(model, example_input)
     torch.save(model, directory / MODULE_FILE)
     with torch.no_grad():
-        verify_outputs(expected, _call(load_module(directory), example_input), atol, "module")
+        verify_outputs(expected, call_with_example(load_module(directory), example_input), atol, "module")
     meta: dict[str, Any] = {"arch": dict(arch or {}), "params": sum(p.numel() for p in model.parameters())}
     if program:
         try:
@@ -80,7 +74,7 @@ def save_module(
         else:
             reloaded = torch.export.load(directory / PROGRAM_FILE).module()
             with torch.no_grad():
-                verify_outputs(expected, _call(reloaded, example_input), atol, "exported program")
+                verify_outputs(expected, call_with_example(reloaded, example_input), atol, "exported program")
     (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -89,7 +83,9 @@ def _export_program(model: nn.Module, example_input: Any) -> torch.export.Export
     """Export with a dynamic batch dimension (traced at batch 2: size 1 would be specialised)."""
 
     def batch_of_two(t: Any) -> Any:
-        return t.expand(2, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+        return (
+            t.expand(2, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+        )
 
     def dynamic(t: Any) -> Any:
         return {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None
