@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
-from lightning_nas.export import save_module
+from lightning_nas.export.module import export_subnet, load_module
 from lightning_nas.inputs import call_model
 from lightning_nas.search import COSTS, SearchResult, TorchmetricsEvaluator, check_feasible, one_shot_search
 from lightning_nas.space import Arch
@@ -125,11 +125,16 @@ class OneShotSearch(L.Callback):
             ``False`` to skip the export.
         calibration_batches: Training batches used to recalibrate batch norm per sub-network.
         forward: ``forward(model, batch)`` used for calibration and torchmetrics evaluation.
+        exporter: ``exporter(supernet, directory, arch) -> directory`` writes the best
+            sub-network; default :func:`~lightning_nas.export.export_subnet` (plain torch), e.g.
+            :func:`~lightning_nas.export.hf.export_hf` for Hugging Face models.
+        loader: Reads an export back (``loader(directory) -> model``), to hand the reloaded
+            model to the caller as :attr:`best_model`.
         seed: Seed of the default sampler.
 
     Attributes:
         result: The :class:`~lightning_nas.search.SearchResult` after the search.
-        best_model: The exported best sub-network (a plain ``nn.Module``).
+        best_model: The exported best sub-network, reloaded from disk.
         export_path: Directory of the export.
     """
 
@@ -148,6 +153,8 @@ class OneShotSearch(L.Callback):
         export_dir: str | Path | bool | None = None,
         calibration_batches: int = 64,
         forward: Callable[[Any, Any], Any] = call_model,
+        exporter: Callable[[Supernet, Path, Arch], Any] = export_subnet,
+        loader: Callable[[Path], Any] = load_module,
         seed: int = 0,
     ) -> None:
         unknown = [o for o in objectives if o not in COSTS]
@@ -168,6 +175,8 @@ class OneShotSearch(L.Callback):
         self.export_dir = export_dir
         self.calibration_batches = calibration_batches
         self.forward = forward
+        self.exporter = exporter
+        self.loader = loader
         self.seed = seed
         self.result: SearchResult | None = None
         self.best_model: Any = None
@@ -298,22 +307,16 @@ class OneShotSearch(L.Callback):
                 upload_artifact(study_or_trial=self.result.study, file_path=str(file), artifact_store=store)
 
     def export(self, supernet: Supernet, arch: Arch, calibration: Iterable[Any] | None, path: Path) -> Any:
-        """Extract ``arch`` with recalibrated batch norm and save it (verified on reload)."""
+        """Write ``arch`` with recalibrated batch norm through the exporter, and return it reloaded."""
         with supernet.use(arch), supernet.batchnorm_snapshot():
             if calibration is not None:
                 supernet.recalibrate_batchnorm(calibration, self.forward, self.calibration_batches)
-            model = supernet.extract(arch)
-        example = supernet.example_input
-        save_module(model, path, example, arch=arch)
-        (path / "search.json").write_text(
-            json.dumps(
-                {
-                    "study": self.study_name,
-                    "metric": self.metric_name,
-                    "trial": self.result.best.number,
-                    "values": self.result.best.values,
-                },
-                indent=2,
-            )
-        )
-        return model
+            path = Path(self.exporter(supernet, path, arch))
+        summary = {
+            "study": self.study_name,
+            "metric": self.metric_name,
+            "trial": self.result.best.number,
+            "values": self.result.best.values,
+        }
+        (path / "search.json").write_text(json.dumps(summary, indent=2))
+        return self.loader(path)

@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_leaves
 
 from lightning_nas.inputs import call_with_example
 
-__all__ = ["ExportError", "load_module", "save_module", "verify_outputs"]
+__all__ = ["ExportError", "export_subnet", "load_module", "save_module", "verify_outputs"]
 
 MODULE_FILE = "model.pt"
 PROGRAM_FILE = "model.pt2"
@@ -77,6 +77,16 @@ def save_module(
                 verify_outputs(expected, call_with_example(reloaded, example_input), atol, "exported program")
     (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2))
     return directory
+
+
+def export_subnet(supernet: Any, directory: str | Path, arch: Mapping[str, int]) -> Path:
+    """Extract ``arch`` from a :class:`~lightning_nas.Supernet` and :func:`save_module` it.
+
+    The reloaded files are checked against the extracted model, which itself equals the
+    sub-network inside the supernet.
+    """
+    model = supernet.extract(arch)
+    return save_module(model, directory, supernet.example_input, arch=arch)
 
 
 def _export_program(model: nn.Module, example_input: Any) -> torch.export.ExportedProgram:
