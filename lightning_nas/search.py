@@ -33,6 +33,7 @@ __all__ = [
     "SubnetObjective",
     "TorchmetricsEvaluator",
     "check_feasible",
+    "cost_functions",
     "create_search_study",
     "one_shot_search",
 ]
@@ -102,33 +103,49 @@ class TorchmetricsEvaluator:
         return float(metric.compute())
 
 
-def check_feasible(supernet: Supernet, limits: Mapping[str, float | None], latency_input: Any = None) -> None:
+CostFunction = Callable[[Arch], float]
+
+
+def cost_functions(
+    supernet: Supernet, latency_input: Any = None, extra: Mapping[str, CostFunction] | None = None
+) -> dict[str, CostFunction]:
+    """The costs of a sub-network by name: :data:`COSTS` plus ``extra`` (which may override them).
+
+    ``latency`` is the median measured latency, in milliseconds, of the *extracted* model on the
+    supernet's device (not of the sliced supernet, whose views and index selects differ).
+    """
+
+    def latency(arch: Arch) -> float:
+        example = supernet.example_input if latency_input is None else latency_input
+        if example is None:
+            raise ValueError("measuring latency needs an example input")
+        return measure_latency(supernet.extract(arch), example) * 1e3
+
+    functions: dict[str, CostFunction] = {
+        "params": lambda arch: float(supernet.num_params(arch)),
+        "flops": lambda arch: float(supernet.flops(arch)),
+        "latency": latency,
+    }
+    functions.update(extra or {})
+    return functions
+
+
+def check_feasible(supernet: Supernet, limits: Mapping[str, float | None], costs: Mapping[str, CostFunction]) -> None:
     """Raise ``ValueError`` if even the smallest sub-network breaks a limit (checked before any work)."""
-    unknown = set(limits) - set(COSTS)
+    unknown = set(limits) - set(costs)
     if unknown:
-        raise ValueError(f"unknown limits {sorted(unknown)}; limits can be set on {list(COSTS)}")
+        raise ValueError(f"unknown limits {sorted(unknown)}; limits can be set on {list(costs)}")
     smallest = supernet.min_arch()
     for name, limit in limits.items():
         if limit is None:
             continue
         if limit <= 0:
             raise ValueError(f"max_{name} must be positive, got {limit}")
-        value = _cost(supernet, smallest, name, latency_input)
+        value = costs[name](smallest)
         if value > limit:
             raise ValueError(
                 f"no architecture can meet max_{name}={limit:,.6g}: the smallest sub-network has {name}={value:,.6g}"
             )
-
-
-def _cost(supernet: Supernet, arch: Arch, name: str, latency_input: Any) -> float:
-    if name == "params":
-        return float(supernet.num_params(arch))
-    if name == "flops":
-        return float(supernet.flops(arch))
-    example = supernet.example_input if latency_input is None else latency_input
-    if example is None:
-        raise ValueError("measuring latency needs an example input")
-    return measure_latency(supernet.extract(arch), example) * 1e3  # milliseconds
 
 
 class SubnetObjective:
@@ -141,9 +158,9 @@ class SubnetObjective:
     Args:
         supernet: The supernet whose space is searched.
         evaluate: ``evaluate(arch) -> float``, the task metric with inherited weights.
-        objectives: Costs reported after the metric, from :data:`COSTS`.
+        objectives: Costs reported after the metric, by name (see :func:`cost_functions`).
         limits: Upper limits by cost name, e.g. ``{"params": 1e5}``.
-        latency_input: Input for latency measurement (default: the supernet's example input).
+        costs: Cost functions by name; default :func:`cost_functions` of the supernet.
     """
 
     def __init__(
@@ -152,38 +169,46 @@ class SubnetObjective:
         evaluate: Callable[[Arch], float],
         objectives: Sequence[str] = ("params",),
         limits: Mapping[str, float | None] | None = None,
-        latency_input: Any = None,
+        costs: Mapping[str, CostFunction] | None = None,
     ) -> None:
-        unknown = [o for o in objectives if o not in COSTS]
+        self.costs = dict(costs) if costs is not None else cost_functions(supernet)
+        unknown = [o for o in objectives if o not in self.costs]
         if unknown:
-            raise ValueError(f"unknown objectives {unknown}; choose from {list(COSTS)}")
+            raise ValueError(f"unknown objectives {unknown}; choose from {list(self.costs)}")
         self.supernet = supernet
         self.evaluate = evaluate
         self.objectives = tuple(objectives)
         self.limits = {k: v for k, v in (limits or {}).items() if v is not None}
-        self.latency_input = latency_input
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         arch = self.supernet.space.suggest(trial)
         trial.set_user_attr("arch", arch)
-        costs = {}
-        for name in dict.fromkeys(("params", *self.objectives, *self.limits)):
-            costs[name] = _cost(self.supernet, arch, name, self.latency_input)
-            trial.set_user_attr(name, costs[name])
-        violations = {f"max_{name}": costs[name] - limit for name, limit in self.limits.items()}
-        for key, value in violations.items():
-            trial.set_constraint(key, value)
-        if violations:
-            trial.set_user_attr("constraints", violations)
-        broken = [key for key, value in violations.items() if value > 0]
-        if broken:
-            raise optuna.TrialPruned(f"over budget: {', '.join(broken)}")
+        # Limits first: an over-budget trial is pruned before anything else is measured.
+        costs = self._measure(trial, arch, self.limits)
+        if self.limits:
+            self._check_limits(trial, costs)
+        costs.update(self._measure(trial, arch, [n for n in ("params", *self.objectives) if n not in costs]))
         value = float(self.evaluate(arch))
         if not math.isfinite(value):
             raise FloatingPointError(f"the metric of {arch} is {value}")
         if not self.objectives:
             return value
         return (value, *(costs[name] for name in self.objectives))
+
+    def _measure(self, trial: optuna.Trial, arch: Arch, names: Iterable[str]) -> dict[str, float]:
+        costs = {name: float(self.costs[name](arch)) for name in names}
+        for name, value in costs.items():
+            trial.set_user_attr(name, value)
+        return costs
+
+    def _check_limits(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
+        violations = {f"max_{name}": costs[name] - limit for name, limit in self.limits.items()}
+        for key, value in violations.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("constraints", violations)
+        broken = [key for key, value in violations.items() if value > 0]
+        if broken:
+            raise optuna.TrialPruned(f"over budget: {', '.join(broken)}")
 
 
 @dataclass
@@ -195,12 +220,14 @@ class SearchResult:
         front: Feasible Pareto-optimal trials, best metric first.
         best: The trial chosen for export: the best metric on the front.
         metric_name: Name of the task metric (first objective).
+        cost_names: Costs shown next to the metric (objectives and limited costs).
     """
 
     study: optuna.Study
     front: list[FrozenTrial]
     best: FrozenTrial | None
     metric_name: str
+    cost_names: tuple[str, ...] = ("params",)
 
     @property
     def best_arch(self) -> Arch | None:
@@ -208,7 +235,7 @@ class SearchResult:
 
     def table(self) -> str:
         """The Pareto front as a text table."""
-        costs = [c for c in COSTS if any(c in t.user_attrs for t in self.front)]
+        costs = [c for c in self.cost_names if any(c in t.user_attrs for t in self.front)]
         rows = []
         for t in self.front:
             arch = t.user_attrs["arch"]
@@ -227,7 +254,7 @@ class SearchResult:
 def _format_cost(name: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.3f}" if name == "latency" else f"{int(value):,}"
+    return f"{value:.3f}" if name == "latency" else f"{value:,.0f}"
 
 
 def create_search_study(
@@ -278,6 +305,8 @@ def one_shot_search(
     max_flops: float | None = None,
     max_latency: float | None = None,
     latency_input: Any = None,
+    costs: Mapping[str, CostFunction] | None = None,
+    limits: Mapping[str, float] | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str = "one-shot-search",
     sampler: optuna.samplers.BaseSampler | None = None,
@@ -301,6 +330,9 @@ def one_shot_search(
         max_params: Limit on parameters; ``max_flops`` on FLOPs; ``max_latency`` on the
             extracted model's measured latency in milliseconds.
         latency_input: Input for latency measurement (default: the supernet's example input).
+        costs: Extra cost functions ``arch -> float`` by name (usable as objectives and limits),
+            e.g. ``{"encoder_params": ...}``; they may also replace the built-in ones.
+        limits: Upper limits on any cost by name (``max_params`` etc. are shorthands).
         storage: Any Optuna storage or URL (default: in memory).
         study_name: Name of the study in the storage.
         sampler: Any Optuna sampler (default NSGA-II for several objectives, else TPE).
@@ -315,25 +347,27 @@ def one_shot_search(
         >>> result.best_arch
         {'0': 16}
     """
-    limits = {"params": max_params, "flops": max_flops, "latency": max_latency}
-    check_feasible(supernet, limits, latency_input)
+    limits = {"params": max_params, "flops": max_flops, "latency": max_latency, **(limits or {})}
+    limits = {name: value for name, value in limits.items() if value is not None}
+    functions = cost_functions(supernet, latency_input, costs)
+    check_feasible(supernet, limits, functions)
     study = create_search_study(metric_name, direction, objectives, storage, study_name, sampler, seed)
     if not study.trials:
         for arch in (supernet.max_arch(), supernet.min_arch()):
             study.enqueue_trial(_as_params(supernet, arch), skip_if_exists=True)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
-    objective = SubnetObjective(supernet, evaluate, objectives, limits, latency_input)
+    objective = SubnetObjective(supernet, evaluate, objectives, limits, functions)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress_bar)
-    return _result(study, metric_name, direction)
+    return _result(study, metric_name, direction, tuple(dict.fromkeys(("params", *objectives, *limits))))
 
 
 def _as_params(supernet: Supernet, arch: Arch) -> dict[str, int]:
     return {name: arch[name] for name in supernet.space}
 
 
-def _result(study: optuna.Study, metric_name: str, direction: str) -> SearchResult:
+def _result(study: optuna.Study, metric_name: str, direction: str, cost_names: tuple[str, ...]) -> SearchResult:
     if len(study.directions) > 1:
         front = list(study.best_trials)
     else:
@@ -342,4 +376,4 @@ def _result(study: optuna.Study, metric_name: str, direction: str) -> SearchResu
         front = [min(feasible, key=lambda t: t.value if direction == "minimize" else -t.value)] if feasible else []
     sign = 1 if direction == "minimize" else -1
     front.sort(key=lambda t: (sign * t.values[0], *t.values[1:]))
-    return SearchResult(study, front, front[0] if front else None, metric_name)
+    return SearchResult(study, front, front[0] if front else None, metric_name, cost_names)

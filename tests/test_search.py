@@ -113,7 +113,7 @@ def test_unmeetable_budget_fails_before_training(tmp_path) -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    with pytest.raises(ValueError, match="unknown objectives"):
+    with pytest.raises(ValueError, match="unknown objectives or limits"):
         OneShotSearch(objectives=("accuracy",))
     with pytest.raises(ValueError, match="n_trials"):
         OneShotSearch(n_trials=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,14 @@ from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export.module import export_subnet, load_module
 from lightning_nas.inputs import call_model
-from lightning_nas.search import COSTS, SearchResult, TorchmetricsEvaluator, check_feasible, one_shot_search
+from lightning_nas.search import (
+    COSTS,
+    SearchResult,
+    TorchmetricsEvaluator,
+    check_feasible,
+    cost_functions,
+    one_shot_search,
+)
 from lightning_nas.space import Arch
 from lightning_nas.supernet import Supernet
 
@@ -118,6 +125,8 @@ class OneShotSearch(L.Callback):
             full network's parameters.
         max_flops: Hard limit on FLOPs (int, or fraction of the full network's FLOPs).
         max_latency: Hard limit on the measured latency of the extracted model, milliseconds.
+        costs: Extra cost functions ``arch -> float`` by name, usable as objectives and limits.
+        limits: Hard limits on any cost by name.
         storage: Optuna storage URL or object; default ``sqlite:///<log dir>/nas.db``.
         study_name: Name of the study.
         sampler: Any Optuna sampler (default NSGA-II).
@@ -147,6 +156,8 @@ class OneShotSearch(L.Callback):
         max_params: float | None = None,
         max_flops: float | None = None,
         max_latency: float | None = None,
+        costs: Mapping[str, Callable[[Arch], float]] | None = None,
+        limits: Mapping[str, float] | None = None,
         storage: str | optuna.storages.BaseStorage | None = None,
         study_name: str = "one-shot-search",
         sampler: optuna.samplers.BaseSampler | None = None,
@@ -157,9 +168,10 @@ class OneShotSearch(L.Callback):
         loader: Callable[[Path], Any] = load_module,
         seed: int = 0,
     ) -> None:
-        unknown = [o for o in objectives if o not in COSTS]
+        known = [*COSTS, *(costs or {})]
+        unknown = [o for o in (*objectives, *(limits or {})) if o not in known]
         if unknown:
-            raise ValueError(f"unknown objectives {unknown}; choose from {list(COSTS)}")
+            raise ValueError(f"unknown objectives or limits {unknown}; choose from {known}")
         if n_trials < 1:
             raise ValueError(f"n_trials must be >= 1, got {n_trials}")
         self.metric = metric
@@ -168,7 +180,8 @@ class OneShotSearch(L.Callback):
         self.direction = direction or ("minimize" if "loss" in lowered or "err" in lowered else "maximize")
         self.objectives = tuple(objectives)
         self.n_trials = n_trials
-        self.limits_requested = {"params": max_params, "flops": max_flops, "latency": max_latency}
+        self.limits_requested = {"params": max_params, "flops": max_flops, "latency": max_latency, **(limits or {})}
+        self.costs = dict(costs or {})
         self.storage = storage
         self.study_name = study_name
         self.sampler = sampler
@@ -187,16 +200,16 @@ class OneShotSearch(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         supernet = find_supernet_callback(trainer).build(pl_module)
         try:
-            check_feasible(supernet, self.limits(supernet))
+            check_feasible(supernet, self.limits(supernet), cost_functions(supernet, extra=self.costs))
         except ValueError as err:
             raise MisconfigurationException(f"OneShotSearch: {err}") from err
 
     def limits(self, supernet: Supernet) -> dict[str, float | None]:
         """The absolute limits, with fractions resolved against the full network."""
-        limits = dict(self.limits_requested)
+        limits = {name: value for name, value in self.limits_requested.items() if value is not None}
         full = {"params": supernet.num_params, "flops": supernet.flops}
         for name in ("params", "flops"):
-            value = limits[name]
+            value = limits.get(name)
             if value is not None and 0 < value <= 1 and isinstance(value, float):
                 limits[name] = value * full[name](supernet.max_arch())
         return limits
@@ -274,9 +287,8 @@ class OneShotSearch(L.Callback):
             metric_name=self.metric_name,
             direction=self.direction,
             objectives=self.objectives,
-            max_params=limits["params"],
-            max_flops=limits["flops"],
-            max_latency=limits["latency"],
+            costs=self.costs,
+            limits=limits,
             storage=storage,
             study_name=self.study_name,
             sampler=self.sampler,
