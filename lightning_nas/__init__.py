@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from lightning_nas.export import load_module, save_module
+from lightning_nas.importance import compute_importance, reorder_by_importance
 from lightning_nas.inputs import call_model
 from lightning_nas.metrics import count_flops, count_params, measure_latency
 from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SupernetCallback": "lightning_nas.callbacks",
     "OneShotSearch": "lightning_nas.callbacks",
+    "compress": "lightning_nas.compress",
 }
 
 __all__ = [
@@ -48,12 +50,15 @@ __all__ = [
     "TrainingStrategy",
     "Width",
     "call_model",
+    "compress",
+    "compute_importance",
     "count_flops",
     "count_params",
     "distillation_loss",
     "load_module",
     "measure_latency",
     "one_shot_search",
+    "reorder_by_importance",
     "save_module",
 ]
 

@@ -19,6 +19,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from lightning_nas.compress import compress
+
+    model_dir = args.model_dir
+    if model_dir == "minilm":
+        from lightning_nas.datasets import minilm_model_dir
+
+        model_dir = minilm_model_dir()
+    report = compress(
+        model_dir,
+        args.out,
+        dataset=args.data,
+        max_encoder_params=args.max_params,
+        epochs=args.epochs,
+        n_trials=args.trials,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_train=args.max_train,
+        strategy=args.strategy,
+        seed=args.seed,
+    )
+    print("\n" + report.table())
+    print(f"\nExported to {report.export_path}: AutoModelForSequenceClassification.from_pretrained(...) loads it")
+    print(f"Open the study: optuna-dashboard {report.study_storage}")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from lightning_nas.dashboard import run_dashboard
 
@@ -40,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--width", type=int, default=32, help="channels of the full network's first stage")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    compress = commands.add_parser(
+        "compress", help="fine-tune a pretrained HF encoder as a supernet, search it, export a smaller model"
+    )
+    compress.add_argument(
+        "model_dir", help="Hugging Face model directory, or 'minilm' for the bundled all-MiniLM-L6-v2"
+    )
+    compress.add_argument("--task", default="sequence-classification", choices=["sequence-classification"])
+    compress.add_argument("--data", default="rotten_tomatoes", help="bundled dataset name")
+    compress.add_argument("--max-params", type=float, default=0.5, help="budget: fraction of the encoder's parameters")
+    compress.add_argument("--out", default="nas_runs/compress", help="output directory (study, export)")
+    compress.add_argument("--epochs", type=int, default=2)
+    compress.add_argument("--trials", type=int, default=30)
+    compress.add_argument("--max-length", type=int, default=64)
+    compress.add_argument("--batch-size", type=int, default=32)
+    compress.add_argument("--lr", type=float, default=5e-5)
+    compress.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
+    compress.add_argument("--strategy", default="instatune", choices=["instatune", "sandwich", "spos"])
+    compress.add_argument("--seed", type=int, default=0)
+    compress.set_defaults(run=_compress)
 
     dashboard = commands.add_parser("dashboard", help="open a study storage in optuna-dashboard")
     dashboard.add_argument(

@@ -1,15 +1,16 @@
-"""How the library calls a model: on an example input, or on a batch as data loaders yield it."""
+"""How the library calls a model: on an example input, on a batch as data loaders yield it, in eval mode."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
-__all__ = ["call_model", "call_with_example", "to_device"]
+__all__ = ["call_model", "call_with_example", "eval_mode", "to_device"]
 
 
 def call_with_example(model: Any, example_input: Any) -> Any:
@@ -49,3 +50,15 @@ def call_model(model: nn.Module, batch: Any) -> Any:
 def to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` with every tensor inside it moved to ``device``."""
     return tree_map(lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t, batch)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode inside a ``with`` block, then restore each one's mode."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training

@@ -136,6 +136,7 @@ def distillation_loss(student: Any, teacher: Any, temperature: float = 1.0) -> T
     that BigNAS uses. Other outputs (regression) use the mean squared error.
 
     Example:
+        >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0, -1.0]])
         >>> float(distillation_loss(logits, logits))
         0.0

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_nas._table import format_table
 from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
 from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
-from lightning_nas.inputs import call_model, call_with_example, to_device
+from lightning_nas.inputs import call_model, call_with_example, eval_mode, to_device
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 
 __all__ = ["Supernet"]
@@ -37,10 +37,6 @@ _AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
 
 def _call_on(example_input: Any, model: nn.Module) -> Any:
     return call_with_example(model, example_input)
-
-
-def _example_runner(example_input: Any) -> Callable[[nn.Module], Any]:
-    return functools.partial(_call_on, example_input)
 
 
 def _parse_axis(axis: str) -> tuple[str, str | None]:
@@ -94,7 +90,7 @@ class Supernet:
         if isinstance(model, ElasticModule) or any(isinstance(m, ElasticModule) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
         self.example_input = example_input
-        self._run = None if example_input is None else _example_runner(example_input)
+        self._run = None if example_input is None else functools.partial(_call_on, example_input)
         reference = None
         if self._run is not None:
             try:
@@ -216,12 +212,20 @@ class Supernet:
             dense = self.adapter.finalize(dense, arch, self.plan)
         return dense
 
-    def num_params(self, arch: Mapping[str, int] | None = None) -> int:
-        """Number of parameters of a sub-network, counted without extracting it."""
+    def num_params(
+        self, arch: Mapping[str, int] | None = None, where: Callable[[str, nn.Module], bool] | None = None
+    ) -> int:
+        """Number of parameters of a sub-network, counted without extracting it.
+
+        Args:
+            arch: The sub-network (default: the active one).
+            where: Count only the parameters of modules for which ``where(path, module)`` holds,
+                e.g. ``lambda path, m: isinstance(m, nn.Embedding)``.
+        """
         with self.use(self.arch if arch is None else arch):
             seen: set[int] = set()
             total = 0
-            for module in _active_modules(self.model):
+            for path, module in _active_modules(self.model):
                 if isinstance(module, ElasticModule):
                     tensors = {n: t for n, t in module.active_tensors().items() if n in module._parameters}
                 else:
@@ -229,15 +233,16 @@ class Supernet:
                 for name, tensor in tensors.items():
                     key = id(module._parameters[name])
                     if key not in seen:
-                        seen.add(key)
-                        total += tensor.numel()
+                        seen.add(key)  # tied parameters count once, for their first module
+                        if where is None or where(path, module):
+                            total += tensor.numel()
             return total
 
     def flops(self, arch: Mapping[str, int] | None = None) -> int:
         """FLOPs of one forward pass of a sub-network on the example input (``torch.utils.flop_counter``)."""
         if self._run is None:
             raise ValueError("counting FLOPs needs the Supernet's `example_input`")
-        with self.use(self.arch if arch is None else arch), _eval_mode(self.model), torch.no_grad():
+        with self.use(self.arch if arch is None else arch), eval_mode(self.model), torch.no_grad():
             counter = FlopCounterMode(display=False)
             with counter:
                 self._run(self.model)
@@ -262,7 +267,7 @@ class Supernet:
         saved = [(m.momentum, m.training) for m in norms]
         count = 0
         try:
-            with _eval_mode(self.model), torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 for m in norms:
                     m.reset_running_stats()
                     m.momentum = None  # cumulative average over the calibration batches
@@ -348,7 +353,7 @@ class Supernet:
 
     # internals --------------------------------------------------------------------------------
     def _output_shapes(self, model: nn.Module) -> list[tuple[int, ...]]:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             outputs = self._run(model)
         return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, Tensor)]
 
@@ -393,25 +398,14 @@ class Supernet:
                 handle.remove()
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
-
-
-def _active_modules(module: nn.Module) -> Iterator[nn.Module]:
-    yield module
-    children = list(module._modules.values())
+def _active_modules(module: nn.Module, path: str = "") -> Iterator[tuple[str, nn.Module]]:
+    yield path, module
+    children = list(module._modules.items())
     if isinstance(module, ElasticModule) and getattr(module, "skipped", None):
         children = [children[i] for i in module.active_indices()]  # type: ignore[attr-defined]
-    for child in children:
+    for name, child in children:
         if child is not None:
-            yield from _active_modules(child)
+            yield from _active_modules(child, f"{path}.{name}" if path else name)
 
 
 def _convert(model: nn.Module, plan: ElasticPlan) -> nn.Module:

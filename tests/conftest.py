@@ -13,7 +13,8 @@ logging.getLogger("optuna").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The test models are tiny: one thread is faster than two and results do not depend on the core count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ computes with the sliced shapes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from lightning_nas.adapters._hf_compressed import (
     stock_model_class,
 )
 from lightning_nas.adapters._hf_elastic import elastic_conv1d, elastic_gpt2_attention, elastic_rms_norm
-from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths
+from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths, is_conv1d
 from lightning_nas.adapters._plan import AxisKey, ElasticPlan, Segment
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices
@@ -55,23 +56,38 @@ class HFTransformerAdapter(Adapter):
     model_types: tuple[str, ...] = ()
 
     def matches(self, model: nn.Module) -> bool:
-        family = family_for(getattr(model, "config", None))
-        return family is not None and family.model_type in self.model_types
+        return any(family.model_type in self.model_types for _, _, family in _hf_models(model))
 
-    def family(self, model: nn.Module) -> Family:
-        """The family of ``model``; a clear error if this adapter does not handle it."""
-        config = getattr(model, "config", None)
-        family = family_for(config)
-        if family is None or family.model_type not in self.model_types:
-            model_type = getattr(config, "model_type", None)
+    def locate(self, model: nn.Module) -> tuple[str, nn.Module, Family]:
+        """The Hugging Face model in ``model`` (itself, or one submodule, e.g. of a LightningModule).
+
+        Returns:
+            Its module path (``""`` for ``model`` itself), the model, and its family.
+
+        Raises:
+            ValueError: naming the model class, if there is no model of a family this adapter
+                handles, several of them, or one with cross-attention.
+        """
+        found = _hf_models(model)
+        supported = [entry for entry in found if entry[2].model_type in self.model_types]
+        if not supported:
+            what = ", ".join(_describe(m) for _, m, _ in found) or _describe(model)
             raise ValueError(
-                f"the {self.name!r} adapter does not support {type(model).__name__} (model type {model_type!r}); "
-                f"it handles {sorted(self.model_types)}. Other architectures: adapter='generic' (traced), "
-                "or explicit `dimensions=`"
+                f"the {self.name!r} adapter does not support {what}; it handles model "
+                f"types {sorted(self.model_types)}. Other architectures: adapter='generic' (traced) or explicit "
+                "`dimensions=`"
             )
-        if getattr(config, "add_cross_attention", False):
-            raise ValueError(f"{type(model).__name__}: models with cross-attention are not supported by {self.name!r}")
-        return family
+        if len(supported) > 1:
+            raise ValueError(
+                f"{type(model).__name__} holds several transformers ({[path for path, _, _ in supported]}); "
+                "build the supernet on one of them"
+            )
+        path, hf_model, family = supported[0]
+        if getattr(hf_model.config, "add_cross_attention", False):
+            raise ValueError(
+                f"{type(hf_model).__name__}: models with cross-attention are not supported by {self.name!r}"
+            )
+        return path, hf_model, family
 
     # planning ---------------------------------------------------------------------------------
     def plan(
@@ -90,9 +106,9 @@ class HFTransformerAdapter(Adapter):
     ) -> ElasticPlan:
         if options:
             raise TypeError(f"unknown options for the {self.name!r} adapter: {sorted(options)}")
-        family = self.family(model)
-        config = model.config
-        layers_path = family.layers_path(model)
+        hf_path, hf_model, family = self.locate(model)
+        config = hf_model.config
+        layers_path = _join(hf_path, family.layers_path(hf_model))
         layers = model.get_submodule(layers_path)
         head_dim = family.head_dim(config)
         shapes = [family.layer_shape(layer, head_dim) for layer in layers]
@@ -104,7 +120,7 @@ class HFTransformerAdapter(Adapter):
         dims: dict[str, Dimension] = {}
         notes: list[str] = []
         reserved: set[str] = set()  # module paths whose head/FFN axes never carry the hidden size
-        for i, (layer, shape) in enumerate(zip(layers, shapes)):
+        for i, shape in enumerate(shapes):
             prefix = f"{layers_path}.{i}."
             reserved.update(prefix + path for path in family.head_norms)
             head_name = f"layers.{i}.heads" if per_layer else "heads"
@@ -120,16 +136,24 @@ class HFTransformerAdapter(Adapter):
         if hidden:
             hidden_size = config.hidden_size
             hidden_layouts, blockers = _hidden_layouts(model, family, hidden_size, reserved)
+            embedding_size = family.projected_embedding_size(config)
             if blockers:
-                notes.append(f"hidden size fixed: {', '.join(blockers)} hold hidden-size weights of an unsupported type")
-            elif _add_width(dims, "hidden", hidden_size, width_fractions):
+                notes.append(
+                    f"hidden size fixed: {', '.join(blockers)} hold hidden-size weights of an unsupported type"
+                )
+            elif _add_width(dims, "hidden", hidden_size, width_fractions, exclude=embedding_size):
                 layouts.update(hidden_layouts)
         if depth:
-            dims.update(_depth(model, layers_path, len(layers), depth_fractions or width_fractions, depth_order, notes))
+            dims.update(
+                _depth(config, layers_path, len(layers), depth_fractions or width_fractions, depth_order, notes)
+            )
         for name, dim in list(dims.items()):
             if isinstance(dim, Width):
-                axes = [path if role == "features" else f"{path}:{role}"
-                        for (path, role), layout in layouts.items() if any(s.dim == name for s in layout)]
+                axes = [
+                    path if role == "features" else f"{path}:{role}"
+                    for (path, role), layout in layouts.items()
+                    if any(s.dim == name for s in layout)
+                ]
                 dims[name] = Width(axes, dim.choices, unit=dim.unit, size=dim.size, name=name)
         return ElasticPlan(dims, layouts, notes)
 
@@ -140,9 +164,9 @@ class HFTransformerAdapter(Adapter):
         Layer indices are renumbered, the attention modules record their head counts, and the
         model switches to the compressed model class when the stock config cannot express it.
         """
-        family = self.family(dense)
-        source = dense.config
-        layers = dense.get_submodule(family.layers_path(dense))
+        _, hf_model, family = self.locate(dense)
+        source = hf_model.config
+        layers = hf_model.get_submodule(family.layers_path(hf_model))
         head_dim = family.head_dim(source)
         shapes = [family.layer_shape(layer, head_dim) for layer in layers]
         for index, (layer, shape) in enumerate(zip(layers, shapes)):
@@ -155,17 +179,43 @@ class HFTransformerAdapter(Adapter):
             if isinstance(dim, Depth):
                 kept = sorted(dim.blocks[: arch.get(name, dim.size)])
         config = export_config(source, family, shapes, head_dim, family.hidden_size(layers[0]), kept)
-        compressed = type(config).__name__ != family.config_class
-        from transformers import PreTrainedModel
-
-        for module in dense.modules():
+        for module in hf_model.modules():
             if getattr(module, "config", None) is source:
                 module.config = config
-                if isinstance(module, PreTrainedModel):
-                    stock = stock_model_class(type(module))
-                    module.__class__ = compressed_model_class(stock) if compressed else stock
-        dense.tie_weights()
+        # The saved class: stock when its config suffices, else the compressed subclass.
+        stock = stock_model_class(type(hf_model))
+        hf_model.__class__ = stock if type(config).__name__ == family.config_class else compressed_model_class(stock)
+        hf_model.tie_weights()
         return dense
+
+
+def _hf_models(model: nn.Module) -> list[tuple[str, nn.Module, Family]]:
+    """The outermost transformers models of known families inside ``model`` (incl. itself)."""
+    if "transformers.modeling_utils" not in sys.modules:  # then there can be none; don't import it
+        return []
+    from transformers import PreTrainedModel
+
+    found: list[tuple[str, nn.Module, Family]] = []
+    for path, module in model.named_modules():
+        if not isinstance(module, PreTrainedModel) or any(_within(path, outer) for outer, _, _ in found):
+            continue
+        family = family_for(module.config)
+        if family is not None:
+            found.append((path, module, family))
+    return found
+
+
+def _describe(model: nn.Module) -> str:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return type(model).__name__ + (f" (model type {model_type!r})" if model_type else "")
+
+
+def _within(path: str, outer: str) -> bool:
+    return outer == "" or path == outer or path.startswith(outer + ".")
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if prefix else path
 
 
 def _head_layouts(family: Family, shape: LayerShape, head_dim: int, name: str) -> dict[AxisKey, tuple[Segment, ...]]:
@@ -184,11 +234,16 @@ def _head_layouts(family: Family, shape: LayerShape, head_dim: int, name: str) -
 
 
 def _add_width(
-    dims: dict[str, Dimension], name: str, size: int, fractions: Sequence[float], unit: int = 1
+    dims: dict[str, Dimension],
+    name: str,
+    size: int,
+    fractions: Sequence[float],
+    unit: int = 1,
+    exclude: int | None = None,
 ) -> bool:
     if name in dims:  # a global dimension shared by all layers
         return True
-    choices = default_width_choices(size, fractions)
+    choices = [c for c in default_width_choices(size, fractions) if c != exclude]
     if len(choices) < 2:
         return False
     dims[name] = Width([], choices, unit=unit, size=size, name=name)
@@ -216,14 +271,13 @@ def _hidden_layouts(
 
 
 def _depth(
-    model: nn.Module,
+    config: Any,
     layers_path: str,
     num_layers: int,
     fractions: Sequence[float],
     order: Sequence[int] | None,
     notes: list[str],
 ) -> dict[str, Dimension]:
-    config = model.config
     layer_types = getattr(config, "layer_types", None)
     if layer_types and len(set(layer_types)) > 1:
         # The model picks each layer's mask by its position among the layers that run.
@@ -244,12 +298,10 @@ def _depth(
 def _register_elastic_types(model: nn.Module, family: Family, layers: nn.Module) -> None:
     """Teach the supernet the family's own module types found in ``model``."""
     for module in model.modules():
-        name = type(module).__name__
-        if name == "Conv1D" and type(module).__module__ == "transformers.pytorch_utils":
+        if is_conv1d(module):
             elastic_conv1d(type(module))
-        elif name in family.norm_classes:
+        elif type(module).__name__ in family.norm_classes:
             elastic_rms_norm(type(module))
     if family.qkv:
         for layer in layers:
             elastic_gpt2_attention(type(layer.get_submodule(family.attention)))
-

@@ -28,24 +28,26 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
+
 from lightning_nas.adapters._hf_family import Family, LayerShape
 
 __all__ = [
-    "COMPRESSED_PREFIX",
+    "AUTO_CLASSES",
     "compressed_model_class",
     "export_config",
     "family_for",
     "register_family",
-    "registered_families",
     "stock_model_class",
 ]
 
-#: Model types and class names of compressed exports start with these.
-COMPRESSED_PREFIX = "lightning_nas_"
+# Model types and class names of compressed exports start with these.
+_MODEL_TYPE_PREFIX = "lightning_nas_"
 _CLASS_PREFIX = "LightningNas"
 
-# Auto classes a compressed model is registered with (when the stock model is).
-_AUTO_CLASSES = (
+#: Auto classes a compressed model is registered with (where the stock model is), most generic first.
+AUTO_CLASSES = (
     "AutoModel",
     "AutoModelForCausalLM",
     "AutoModelForMaskedLM",
@@ -81,9 +83,7 @@ class _CompressedConfig:
             heads = layer.num_attention_heads
             kv_heads = layer.num_key_value_heads if self._family.grouped_kv else heads
             if heads < 1 or kv_heads < 1 or heads % kv_heads:
-                raise ValueError(
-                    f"layer {index}: {heads} attention heads cannot share {kv_heads} key/value heads"
-                )
+                raise ValueError(f"layer {index}: {heads} attention heads cannot share {kv_heads} key/value heads")
 
     def layer_shapes(self) -> list[LayerShape]:
         """The widths of every layer."""
@@ -122,17 +122,20 @@ def _stock_view(config: Any, family: Family) -> Iterator[None]:
     derive the head size from the hidden size see one head, which divides any hidden size; the
     layers are resized to their real widths right after.
     """
-    saved = dict(config.__dict__)
-    config.__dict__.pop("_heterogeneity_spec", None)
+    # Only what is set here is restored: PreTrainedModel.__init__ writes to the config too.
+    spec = config.__dict__.pop("_heterogeneity_spec", None)
+    heads_field = config.attribute_map.get("num_attention_heads", "num_attention_heads")
+    heads = config.__dict__[heads_field]
     config.__dict__[_BUILDING] = True
     if not family.head_dim_field:
-        heads_field = config.attribute_map.get("num_attention_heads", "num_attention_heads")
         config.__dict__[heads_field] = 1
     try:
         yield
     finally:
-        config.__dict__.clear()
-        config.__dict__.update(saved)
+        del config.__dict__[_BUILDING]
+        config.__dict__[heads_field] = heads
+        if spec is not None:
+            config.__dict__["_heterogeneity_spec"] = spec
 
 
 def _transformers() -> Any:
@@ -150,7 +153,7 @@ def _register_config(family: Family) -> None:
     transformers = _transformers()
     stock = getattr(transformers, family.config_class)
     namespace: dict[str, Any] = {
-        "model_type": COMPRESSED_PREFIX + family.name,
+        "model_type": _MODEL_TYPE_PREFIX + family.name,
         "_family": family,
         "__module__": __name__,
         "__doc__": f"{stock.__name__} with per-layer widths and an explicit head size (lightning_nas).",
@@ -158,15 +161,12 @@ def _register_config(family: Family) -> None:
     if "head_dim" not in stock.__dataclass_fields__:
         namespace["__annotations__"] = {"head_dim": int | None}
         namespace["head_dim"] = None
-    config_cls = type(_CLASS_PREFIX + stock.__name__, (_CompressedConfig, stock), namespace)
+    # `strict` (as on the stock class) makes the validators of this class, not the parent's, run.
+    config_cls = strict(type(_CLASS_PREFIX + stock.__name__, (_CompressedConfig, stock), namespace))
     transformers.AutoConfig.register(config_cls.model_type, config_cls)
     _FAMILIES[family.model_type] = family
     _CONFIG_CLASSES[family.model_type] = config_cls
     globals()[config_cls.__name__] = config_cls
-
-
-def registered_families() -> list[Family]:
-    return list(_FAMILIES.values())
 
 
 def family_for(config: Any) -> Family | None:
@@ -181,7 +181,7 @@ def _register_models(family: Family) -> None:
     transformers = _transformers()
     stock_config = getattr(transformers, family.config_class)
     config_cls = _CONFIG_CLASSES[family.model_type]
-    for auto_name in _AUTO_CLASSES:
+    for auto_name in AUTO_CLASSES:
         auto = getattr(transformers, auto_name)
         if stock_config not in auto._model_mapping:
             continue
@@ -204,13 +204,13 @@ def compressed_model_class(stock: type) -> type:
     family = _FAMILIES[stock.config_class.model_type]
     _register_models(family)
     if stock not in _MODEL_CLASSES:
-        raise TypeError(f"{stock.__name__} is not registered with any of the Auto classes {list(_AUTO_CLASSES)}")
+        raise TypeError(f"{stock.__name__} is not registered with any of the Auto classes {list(AUTO_CLASSES)}")
     return _MODEL_CLASSES[stock]
 
 
 def stock_model_class(cls: type) -> type:
     """The stock transformers class behind a (possibly compressed) model class."""
-    return cls.__dict__.get("_lightning_nas_stock") or getattr(cls, "_lightning_nas_stock", cls)
+    return getattr(cls, "_lightning_nas_stock", cls)
 
 
 def __getattr__(name: str) -> Any:
@@ -251,6 +251,8 @@ def export_config(
     )
     if family.grouped_kv:
         values["num_key_value_heads"] = widest.kv_heads
+    if family.embedding_field and family.projected_embedding_size(config) is None:
+        values[family.embedding_field] = hidden  # unprojected embeddings shrank with the hidden size
     if isinstance(values.get("layer_types"), list):
         values["layer_types"] = [values["layer_types"][i] for i in kept]
     values = _with_mapped_names(config, values)
@@ -258,17 +260,13 @@ def export_config(
     stock = getattr(_transformers(), family.config_class)
     exported = None
     if uniform and (family.head_dim_field or widest.heads * head_dim == hidden):
-        from huggingface_hub.errors import StrictDataclassError
-
         try:
             exported = stock(**values, **({"head_dim": head_dim} if family.head_dim_field else {}))
         except (ValueError, StrictDataclassError):  # the stock config's own checks (Llama: hidden % heads)
             exported = None
     if exported is None:
         per_layer = {
-            index: _layer_overrides(family, shape, widest)
-            for index, shape in enumerate(shapes)
-            if shape != widest
+            index: _layer_overrides(family, shape, widest) for index, shape in enumerate(shapes) if shape != widest
         }
         exported = _CONFIG_CLASSES[family.model_type](**values, head_dim=head_dim, per_layer_config=per_layer or None)
     exported._attn_implementation = config._attn_implementation

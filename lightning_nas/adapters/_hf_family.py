@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-__all__ = ["Family", "LayerShape", "axis_lengths", "base_model_path"]
+__all__ = ["Family", "LayerShape", "axis_lengths", "is_conv1d"]
 
 
 class LayerShape(NamedTuple):
@@ -30,8 +30,8 @@ class LayerShape(NamedTuple):
     ffn: int
 
 
-def _is_conv1d(module: nn.Module) -> bool:
-    # transformers' Conv1D (GPT-2): a Linear whose weight is stored as (in, out).
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D`` (GPT-2): a Linear whose weight is stored as (in, out)."""
     return type(module).__name__ == "Conv1D" and type(module).__module__ == "transformers.pytorch_utils"
 
 
@@ -43,7 +43,7 @@ def axis_lengths(module: nn.Module, norm_classes: tuple[str, ...] = ()) -> dict[
     # Exact types: a subclass may compute differently, and the supernet has no elastic version of it.
     if type(module) is nn.Linear:
         return {"in": module.in_features, "out": module.out_features}
-    if _is_conv1d(module):
+    if is_conv1d(module):
         return {"in": module.nx, "out": module.nf}
     if type(module) is nn.Embedding:
         return {"out": module.embedding_dim}
@@ -67,7 +67,7 @@ def _resized(module: nn.Module, in_features: int | None, out_features: int | Non
     return type(module)(size_out, size_in).to(device=weight.device, dtype=weight.dtype)
 
 
-def base_model_path(model: nn.Module) -> str:
+def _base_model_path(model: nn.Module) -> str:
     """Module path of a Hugging Face model's base model (``""`` for a base model itself)."""
     base = getattr(model, "base_model", model)
     if base is model:
@@ -97,6 +97,8 @@ class Family:
             the head size as ``hidden_size // num_attention_heads``.
         norm_classes: RMSNorm class names with Llama's forward (made elastic).
         head_norms: Modules that normalise within one head (never on the hidden axis).
+        embedding_field: Config field of an embedding width that may differ from the hidden size
+            (ELECTRA's ``embedding_size``): the model projects the embeddings only when they differ.
         set_attention: Writes ``(attention module, layer shape, head size)`` into the attention
             module's attributes, so that its forward matches its (new) projection sizes.
     """
@@ -119,18 +121,24 @@ class Family:
     head_dim_field: bool = False
     norm_classes: tuple[str, ...] = ()
     head_norms: tuple[str, ...] = ()
+    embedding_field: str = ""
 
     # model structure ------------------------------------------------------------------------------
     def layers_path(self, model: nn.Module) -> str:
         """Path of the layer list from the root of ``model``."""
-        base = base_model_path(model)
+        base = _base_model_path(model)
         return f"{base}.{self.layers}" if base else self.layers
 
     def head_axes(self) -> dict[tuple[str, str], str]:
         """``{(path in layer, role): "q" | "kv" | "qkv" | "o"}`` for the axes that carry heads."""
         if self.qkv:
             return {(self.qkv, "out"): "qkv", (self.attn_out, "in"): "o"}
-        return {(self.query, "out"): "q", (self.key, "out"): "kv", (self.value, "out"): "kv", (self.attn_out, "in"): "o"}
+        return {
+            (self.query, "out"): "q",
+            (self.key, "out"): "kv",
+            (self.value, "out"): "kv",
+            (self.attn_out, "in"): "o",
+        }
 
     def ffn_axes(self) -> list[tuple[str, str]]:
         return [(path, "out") for path in self.ffn_in] + [(self.ffn_out, "in")]
@@ -142,6 +150,15 @@ class Family:
 
     def ffn_size(self, config: Any) -> int:
         return getattr(config, self.ffn_field) or 4 * config.hidden_size
+
+    def projected_embedding_size(self, config: Any) -> int | None:
+        """The embedding width when a projection maps it to the hidden size, else ``None``.
+
+        The hidden size must then never equal it: a model of that config has no projection. When
+        there is no projection, the embeddings are on the hidden axis and shrink with it.
+        """
+        size = getattr(config, self.embedding_field, None) if self.embedding_field else None
+        return size if size is not None and size != config.hidden_size else None
 
     def layer_shape(self, layer: nn.Module, head_dim: int) -> LayerShape:
         """The widths of ``layer``, read from its projections."""
@@ -162,7 +179,9 @@ class Family:
         Used to build compressed models from their config; the new weights are then loaded.
         """
         q_width, kv_width = shape.heads * head_dim, shape.kv_heads * head_dim
-        outputs = {self.qkv: 3 * q_width} if self.qkv else {self.query: q_width, self.key: kv_width, self.value: kv_width}
+        outputs = (
+            {self.qkv: 3 * q_width} if self.qkv else {self.query: q_width, self.key: kv_width, self.value: kv_width}
+        )
         outputs.update({path: shape.ffn for path in self.ffn_in})
         for path, size in outputs.items():
             _replace(layer, path, _resized(layer.get_submodule(path), None, size))

@@ -10,7 +10,8 @@ Example:
     >>> from lightning_nas import Supernet
     >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     ...                     intermediate_size=64, max_position_embeddings=32)
-    >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input={"input_ids": torch.ones(1, 8, dtype=torch.long)})
+    >>> inputs = {"input_ids": torch.ones(1, 8, dtype=torch.long)}
+    >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input=inputs)
     >>> type(net.adapter).__name__, sorted(net.space)[:3]
     ('HFEncoderAdapter', ['depth', 'hidden', 'layers.0.ffn'])
     >>> small = net.extract({**net.min_arch()})
@@ -43,7 +44,7 @@ def _set_distilbert_attention(attention: nn.Module, shape: LayerShape, head_dim:
     attention.scaling = head_dim**-0.5
 
 
-def _bert_like(name: str, config_class: str) -> Family:
+def _bert_like(name: str, config_class: str, embedding_field: str = "") -> Family:
     return Family(
         name=name,
         model_type=name,
@@ -56,6 +57,7 @@ def _bert_like(name: str, config_class: str) -> Family:
         attn_out="attention.output.dense",
         ffn_in=("intermediate.dense",),
         ffn_out="output.dense",
+        embedding_field=embedding_field,
         set_attention=_set_bert_attention,
     )
 
@@ -66,7 +68,7 @@ ENCODER_FAMILIES: dict[str, Family] = {
     for family in (
         _bert_like("bert", "BertConfig"),
         _bert_like("roberta", "RobertaConfig"),
-        _bert_like("electra", "ElectraConfig"),
+        _bert_like("electra", "ElectraConfig", embedding_field="embedding_size"),
         Family(
             name="distilbert",
             model_type="distilbert",

@@ -1,0 +1,172 @@
+"""HF export: extracted sub-networks reload from disk through the Auto classes with equal outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from lightning_nas import Supernet  # noqa: E402
+from lightning_nas.export import ExportError  # noqa: E402
+from lightning_nas.export.hf import auto_class_for, export_hf, load_hf, save_hf, verify_hf  # noqa: E402
+from tests.test_hf_adapters import ENCODER_KWARGS, TINY, outputs, tiny_inputs, tiny_supernet  # noqa: E402
+
+_STOCK_CONFIGS = {
+    "bert": "BertConfig",
+    "bert-mlm": "BertConfig",
+    "roberta": "RobertaConfig",
+    "electra": "ElectraConfig",
+    "distilbert": "DistilBertConfig",
+    "llama": "LlamaConfig",
+    "llama-cls": "LlamaConfig",
+    "mistral": "MistralConfig",
+    "qwen2": "Qwen2Config",
+    "qwen3": "Qwen3Config",
+    "gpt2": "GPT2Config",
+}
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_min_max_and_random_archs_reload_with_equal_outputs(name: str, tmp_path: Path) -> None:
+    net = tiny_supernet(name)
+    inputs = tiny_inputs()
+    for label, arch in (("max", net.max_arch()), ("min", net.min_arch()), ("random", net.sample_arch(7))):
+        path = export_hf(net, tmp_path / label, arch)
+        with net.use(arch):
+            reference = outputs(net.model, inputs)
+        reloaded = load_hf(path)
+        torch.testing.assert_close(outputs(reloaded, inputs), reference, atol=1e-4, rtol=0)
+        assert auto_class_for(reloaded.config).__name__.startswith("AutoModelFor")
+    assert type(load_hf(tmp_path / "max").config).__name__ == _STOCK_CONFIGS[name]
+
+
+def test_uniform_archs_reload_with_plain_transformers(tmp_path: Path) -> None:
+    """Standard config fields suffice for uniform archs; a fresh interpreter loads them without lightning_nas."""
+    cases = {
+        # family -> (global dimensions: heads, ffn, hidden, depth)
+        "llama": (1, 24, 24, 2),
+        "qwen2": (2, 12, 16, 1),
+        "qwen3": (1, 36, 8, 2),
+        "mistral": (2, 48, 32, 2),
+        "bert": (3, 24, 24, 2),  # BERT derives the head size: 3 heads of 8 = hidden 24
+        "gpt2": (2, 24, 16, 2),
+        "distilbert": (1, 12, 8, 3),
+    }
+    inputs = tiny_inputs()
+    manifest = {}
+    for name, (heads, ffn, hidden, depth) in cases.items():
+        net = tiny_supernet(name, per_layer=False)
+        arch = {"heads": heads, "ffn": ffn, "hidden": hidden, "depth": depth}
+        path = export_hf(net, tmp_path / name, arch)
+        config = json.loads((path / "config.json").read_text())
+        assert config["model_type"] == TINY[name]().config.model_type
+        with net.use(arch):
+            torch.save(outputs(net.model, inputs), tmp_path / f"{name}.expected.pt")
+        manifest[name] = (str(path), auto_class_for(load_hf(path).config).__name__)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = f"""
+import json, sys, torch, transformers
+torch.set_num_threads(1)
+inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+for name, (path, auto) in json.loads({json.dumps(json.dumps(manifest))}).items():
+    model = getattr(transformers, auto).from_pretrained(path).eval()
+    with torch.no_grad():
+        torch.save(model(**inputs)[0], {str(tmp_path)!r} + f"/{{name}}.reloaded.pt")
+assert not any(m.startswith("lightning_nas") for m in sys.modules), "lightning_nas was imported"
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in cases:
+        torch.testing.assert_close(
+            torch.load(tmp_path / f"{name}.reloaded.pt"),
+            torch.load(tmp_path / f"{name}.expected.pt"),
+            atol=1e-4,
+            rtol=0,
+        )
+
+
+@pytest.mark.parametrize("name", ["bert", "distilbert", "gpt2", "llama", "qwen2"])
+def test_heterogeneous_archs_use_the_registered_compressed_classes(name: str, tmp_path: Path) -> None:
+    net = tiny_supernet(name)
+    arch = {"layers.0.heads": 1, "layers.1.ffn": 12, "layers.2.heads": 1, "depth": 3}
+    path = export_hf(net, tmp_path, arch)
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "lightning_nas_" + TINY[name]().config.model_type
+    assert set(config["per_layer_config"]) == {"0", "1", "2"}
+    assert config["architectures"] == ["LightningNas" + type(TINY[name]()).__name__]
+    auto = auto_class_for(transformers.AutoConfig.from_pretrained(path))
+    reloaded = auto.from_pretrained(path).eval()
+    assert isinstance(reloaded, type(TINY[name]()))
+    with net.use(arch):
+        torch.testing.assert_close(
+            outputs(reloaded, tiny_inputs()), outputs(net.model, tiny_inputs()), atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.parametrize("embedding_size", [16, 32])
+def test_electra_embeddings_keep_their_projection_or_follow_the_hidden_size(
+    embedding_size: int, tmp_path: Path
+) -> None:
+    config = transformers.ElectraConfig(**{**ENCODER_KWARGS, "embedding_size": embedding_size})
+    net = Supernet(transformers.ElectraForMaskedLM(config).eval(), example_input=tiny_inputs())
+    # A hidden size equal to the embedding size would make transformers drop the projection.
+    assert (embedding_size in net.space["hidden"].choices) == (embedding_size == 32)
+    arch = {**net.min_arch(), "depth": 3}
+    path = export_hf(net, tmp_path, arch)
+    assert transformers.AutoConfig.from_pretrained(path).embedding_size == (8 if embedding_size == 32 else 16)
+
+
+def test_fewer_bert_heads_than_the_hidden_size_implies_need_head_dim(tmp_path: Path) -> None:
+    net = tiny_supernet("bert", per_layer=False)
+    path = export_hf(net, tmp_path, {"heads": 2})
+    config = transformers.AutoConfig.from_pretrained(path)
+    assert (config.model_type, config.num_attention_heads, config.head_dim, config.hidden_size) == (
+        "lightning_nas_bert",
+        2,
+        8,
+        32,
+    )
+    assert not config.is_heterogeneous
+
+
+def test_compressed_configs_build_random_models_of_the_right_shapes() -> None:
+    net = tiny_supernet("qwen3")
+    config = net.extract({"layers.1.heads": 1, "layers.2.ffn": 24}).config
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    layers = model.model.layers
+    assert [layer.self_attn.k_proj.out_features for layer in layers] == [16, 8, 16]
+    assert [layer.mlp.down_proj.in_features for layer in layers] == [48, 48, 24]
+    assert layers[1].self_attn.q_norm.weight.shape == (8,)
+    assert torch.isfinite(model(**tiny_inputs()).logits).all()
+
+
+def test_verify_detects_a_different_model(tmp_path: Path) -> None:
+    net = tiny_supernet("gpt2")
+    path = save_hf(net.extract(net.min_arch()), tmp_path)
+    with pytest.raises(ExportError, match="differs"):
+        verify_hf(path, tiny_inputs(), net.model)
+    with net.use(net.min_arch()):
+        assert verify_hf(path, tiny_inputs(), net.model) <= 1e-4
+
+
+def test_the_tokenizer_is_copied_from_the_source_directory(tmp_path: Path) -> None:
+    minilm = pytest.importorskip("lightning_nas.datasets").minilm_model_dir()
+    net = tiny_supernet("bert")
+    path = save_hf(net.extract({"layers.0.heads": 1}), tmp_path, tokenizer=minilm)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    assert (
+        tokenizer("a movie")["input_ids"] == transformers.AutoTokenizer.from_pretrained(minilm)("a movie")["input_ids"]
+    )
+
+
+def test_export_needs_inputs_to_verify(tmp_path: Path) -> None:
+    net = tiny_supernet("bert")
+    net.example_input = None
+    with pytest.raises(ValueError, match="needs `inputs`"):
+        export_hf(net, tmp_path)
