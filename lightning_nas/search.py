@@ -9,6 +9,7 @@ and costs nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,7 +36,10 @@ __all__ = [
     "check_feasible",
     "cost_functions",
     "create_search_study",
+    "enforce_limits",
     "one_shot_search",
+    "record_costs",
+    "search_result",
 ]
 
 #: Costs that can be objectives or limits.
@@ -185,8 +189,7 @@ class SubnetObjective:
         trial.set_user_attr("arch", arch)
         # Limits first: an over-budget trial is pruned before anything else is measured.
         costs = self._measure(trial, arch, self.limits)
-        if self.limits:
-            self._check_limits(trial, costs)
+        enforce_limits(trial, costs, self.limits)
         costs.update(self._measure(trial, arch, [n for n in ("params", *self.objectives) if n not in costs]))
         value = float(self.evaluate(arch))
         if not math.isfinite(value):
@@ -196,19 +199,32 @@ class SubnetObjective:
         return (value, *(costs[name] for name in self.objectives))
 
     def _measure(self, trial: optuna.Trial, arch: Arch, names: Iterable[str]) -> dict[str, float]:
-        costs = {name: float(self.costs[name](arch)) for name in names}
-        for name, value in costs.items():
-            trial.set_user_attr(name, value)
-        return costs
+        return record_costs(trial, {name: functools.partial(self.costs[name], arch) for name in names})
 
-    def _check_limits(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
-        violations = {f"max_{name}": costs[name] - limit for name, limit in self.limits.items()}
-        for key, value in violations.items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr("constraints", violations)
-        broken = [key for key, value in violations.items() if value > 0]
-        if broken:
-            raise optuna.TrialPruned(f"over budget: {', '.join(broken)}")
+
+def record_costs(trial: optuna.Trial, costs: Mapping[str, Callable[[], float]]) -> dict[str, float]:
+    """Measure each cost and store it as a user attribute of ``trial``."""
+    values = {name: float(measure()) for name, measure in costs.items()}
+    for name, value in values.items():
+        trial.set_user_attr(name, value)
+    return values
+
+
+def enforce_limits(trial: optuna.Trial, costs: Mapping[str, float], limits: Mapping[str, float]) -> None:
+    """Record each limit as a constraint (``cost - limit``) and prune the trial if one is broken.
+
+    The values go to ``trial.set_constraint`` (what Optuna's samplers read) and to the user
+    attribute ``constraints`` (what optuna-dashboard shows).
+    """
+    if not limits:
+        return
+    violations = {f"max_{name}": costs[name] - limit for name, limit in limits.items()}
+    for key, value in violations.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr("constraints", violations)
+    broken = [key for key, value in violations.items() if value > 0]
+    if broken:
+        raise optuna.TrialPruned(f"over budget: {', '.join(broken)}")
 
 
 @dataclass
@@ -360,14 +376,17 @@ def one_shot_search(
     objective = SubnetObjective(supernet, evaluate, objectives, limits, functions)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress_bar)
-    return _result(study, metric_name, direction, tuple(dict.fromkeys(("params", *objectives, *limits))))
+    return search_result(study, metric_name, direction, tuple(dict.fromkeys(("params", *objectives, *limits))))
 
 
 def _as_params(supernet: Supernet, arch: Arch) -> dict[str, int]:
     return {name: arch[name] for name in supernet.space}
 
 
-def _result(study: optuna.Study, metric_name: str, direction: str, cost_names: tuple[str, ...]) -> SearchResult:
+def search_result(
+    study: optuna.Study, metric_name: str, direction: str, cost_names: Sequence[str] = ("params",)
+) -> SearchResult:
+    """The feasible Pareto front of a study (or its best feasible trial), best metric first."""
     if len(study.directions) > 1:
         front = list(study.best_trials)
     else:
@@ -376,4 +395,4 @@ def _result(study: optuna.Study, metric_name: str, direction: str, cost_names: t
         front = [min(feasible, key=lambda t: t.value if direction == "minimize" else -t.value)] if feasible else []
     sign = 1 if direction == "minimize" else -1
     front.sort(key=lambda t: (sign * t.values[0], *t.values[1:]))
-    return SearchResult(study, front, front[0] if front else None, metric_name, cost_names)
+    return SearchResult(study, front, front[0] if front else None, metric_name, tuple(cost_names))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import lightning as L
 import optuna
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lightning_nas.callbacks._quiet import quiet_lightning
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export.module import export_subnet, load_module
@@ -65,7 +65,7 @@ class LoggedMetricEvaluator:
         self.precision = precision
 
     def __call__(self, arch: Arch) -> float:
-        with _quiet_lightning():
+        with quiet_lightning():
             return self._evaluate(arch)
 
     def _evaluate(self, arch: Arch) -> float:
@@ -91,18 +91,6 @@ class LoggedMetricEvaluator:
                 f"the metric {self.metric!r} was not logged by validation_step; logged: {sorted(results[0])}"
             )
         return float(results[0][self.metric])
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence the banners a Trainer prints when it starts (one per evaluated sub-network)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class OneShotSearch(L.Callback):
