@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--trials", type=int, default=30)
     compress.add_argument("--max-length", type=int, default=64)
     compress.add_argument("--batch-size", type=int, default=32)
-    compress.add_argument("--lr", type=float, default=5e-5)
+    compress.add_argument("--lr", type=float, default=1e-4)
     compress.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
     compress.add_argument("--strategy", default="instatune", choices=["instatune", "sandwich", "spos"])
     compress.add_argument("--seed", type=int, default=0)

