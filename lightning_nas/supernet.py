@@ -118,6 +118,17 @@ class Supernet:
             (self.model.get_submodule(path), _ROLE_ATTR[role], segments)
             for (path, role), segments in self.plan.layouts.items()
         ]
+        # Resolved once: set_arch runs every training step.
+        self._containers = {
+            name: self.model.get_submodule(dim.container)
+            for name, dim in self.plan.dimensions.items()
+            if isinstance(dim, Depth)
+        }
+        self._kernels = {
+            name: [self.model.get_submodule(path) for path in dim.modules]
+            for name, dim in self.plan.dimensions.items()
+            if isinstance(dim, Kernel)
+        }
         self._index_cache: dict[tuple[int, tuple[int, ...], str], Index] = {}
         self._arch = self.space.max_arch()
         if reference is not None:
@@ -156,15 +167,13 @@ class Supernet:
                 values[name] = int(value)
         for position, (module, attr, segments) in enumerate(self._axes):
             object.__setattr__(module, attr, self._index(position, module, segments, values))
-        for name, dim in self.plan.dimensions.items():
-            if isinstance(dim, Depth):
-                container = self.model.get_submodule(dim.container)
-                skipped = frozenset(dim.blocks[values[name] :])
-                object.__setattr__(container, "skipped", skipped or None)
-            elif isinstance(dim, Kernel):
-                for path in dim.modules:
-                    kernel = None if values[name] == dim.size else values[name]
-                    object.__setattr__(self.model.get_submodule(path), "active_kernel", kernel)
+        for name, container in self._containers.items():
+            skipped = frozenset(self.plan.dimensions[name].blocks[values[name] :])  # type: ignore[attr-defined]
+            object.__setattr__(container, "skipped", skipped or None)
+        for name, convs in self._kernels.items():
+            kernel = None if values[name] == self.plan.dimensions[name].size else values[name]
+            for conv in convs:
+                object.__setattr__(conv, "active_kernel", kernel)
         self._arch = {name: values[name] for name in self.space}
 
     def _index(self, position: int, module: nn.Module, segments: tuple[Segment, ...], values: Arch) -> Index:
