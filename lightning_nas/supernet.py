@@ -113,7 +113,7 @@ class Supernet:
         self.space = SearchSpace(self.plan.dimensions)
         if space:
             self.space = self.space.restrict(space)
-        self.model = _convert(model, self.plan)
+        self.model, self._swaps = _convert(model, self.plan)
         self._axes = [
             (self.model.get_submodule(path), _ROLE_ATTR[role], segments)
             for (path, role), segments in self.plan.layouts.items()
@@ -132,7 +132,22 @@ class Supernet:
         self._index_cache: dict[tuple[int, tuple[int, ...], str], Index] = {}
         self._arch = self.space.max_arch()
         if reference is not None:
-            self._verify(reference)
+            try:
+                self._verify(reference)
+            except Exception:
+                self.restore()
+                raise
+
+    def restore(self) -> nn.Module:
+        """Turn the model back into the plain model (full size, same parameter objects) and return it.
+
+        The supernet is unusable afterwards. Weights trained in the supernet stay in the model.
+        """
+        self.set_arch(None)
+        root = _undo(self._swaps)
+        self._swaps = []
+        self.model = self.model if root is None else root
+        return self.model
 
     # architecture -----------------------------------------------------------------------------
     @property
@@ -417,8 +432,16 @@ def _active_modules(module: nn.Module, path: str = "") -> Iterator[tuple[str, nn
             yield from _active_modules(child, f"{path}.{name}" if path else name)
 
 
-def _convert(model: nn.Module, plan: ElasticPlan) -> nn.Module:
-    """Swap every module the plan touches for its elastic counterpart, in place."""
+# (parent or None for the root, child name, original module, its elastic replacement)
+_Swap = tuple[nn.Module | None, str, nn.Module, ElasticModule]
+
+
+def _convert(model: nn.Module, plan: ElasticPlan) -> tuple[nn.Module, list[_Swap]]:
+    """Swap every module the plan touches for its elastic counterpart, in place.
+
+    Returns the converted root and the swaps made, for :func:`_undo`. Every module is checked
+    before anything is swapped, so a refusal leaves the model untouched.
+    """
     targets = {path for path, _ in plan.layouts}
     for dim in plan.dimensions.values():
         if isinstance(dim, Depth):
@@ -426,21 +449,42 @@ def _convert(model: nn.Module, plan: ElasticPlan) -> nn.Module:
         elif isinstance(dim, Kernel):
             targets.update(dim.modules)
     # Deepest first so that containers are converted after (and point to) their elastic children.
-    for path in sorted(targets, key=lambda p: -len(p.split("."))):
+    ordered = sorted(targets, key=lambda p: -len(p.split(".")))
+    for path in ordered:
         module = model.get_submodule(path)
-        elastic_cls = ELASTIC_TYPES.get(type(module))
-        if elastic_cls is None:
+        if type(module) not in ELASTIC_TYPES:
             raise TypeError(
                 f"module {path!r} ({type(module).__name__}) cannot be made elastic; supported types: "
                 f"{sorted(t.__name__ for t in ELASTIC_TYPES)}"
             )
-        elastic = elastic_cls.convert(module)
+    swaps: list[_Swap] = []
+    for path in ordered:
+        module = model.get_submodule(path)
+        elastic = ELASTIC_TYPES[type(module)].convert(module)
         if path == "":
+            swaps.append((None, "", module, elastic))
             model = elastic
         else:
             parent_path, _, name = path.rpartition(".")
-            model.get_submodule(parent_path)._modules[name] = elastic
-    return model
+            parent = model.get_submodule(parent_path)
+            swaps.append((parent, name, module, elastic))
+            parent._modules[name] = elastic
+    return model, swaps
+
+
+def _undo(swaps: list[_Swap]) -> nn.Module | None:
+    """Put the original modules back, with the state their elastic replacements gained since
+    (training flags, buffers replaced by ``.to(device)``, new attributes)."""
+    root = None
+    for parent, name, original, elastic in reversed(swaps):
+        state = {k: v for k, v in elastic.__dict__.items() if k != "_modules" and k not in elastic._elastic_attrs}
+        state["_parameters"], state["_buffers"] = dict(state["_parameters"]), dict(state["_buffers"])
+        original.__dict__.update(state)
+        if parent is None:
+            root = original
+        else:
+            parent._modules[name] = original
+    return root
 
 
 def _densify(module: nn.Module) -> nn.Module:

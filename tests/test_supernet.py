@@ -182,3 +182,22 @@ def test_state_dict_round_trip_and_describe() -> None:
     assert other.arch == net.arch and other.space.to_dict() == net.space.to_dict()
     text = net.describe()
     assert "fc1" in text and "width" in text and "architectures" in text
+
+
+def test_a_refused_model_is_left_untouched_and_restore_undoes_the_conversion() -> None:
+    model = IndexedBlocks()
+    before = {name: type(m) for name, m in model.named_modules()}
+    with pytest.raises(ValueError, match="still ran when skipped"):
+        Supernet(model, example_input=torch.randn(1, 1, 4, 4))
+    assert {name: type(m) for name, m in model.named_modules()} == before
+
+    model = ResNet()
+    x = torch.randn(2, 3, 8, 8)
+    net = Supernet(model, example_input=x)
+    with torch.no_grad():
+        model.head.weight.add_(1.0)  # "training" in the supernet
+    expected = net.model.eval()(x)
+    plain = net.restore()
+    assert plain is model
+    assert not any(isinstance(m, ElasticModule) for m in plain.modules())
+    torch.testing.assert_close(plain(x), expected)
