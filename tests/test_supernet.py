@@ -201,3 +201,23 @@ def test_a_refused_model_is_left_untouched_and_restore_undoes_the_conversion() -
     assert plain is model
     assert not any(isinstance(m, ElasticModule) for m in plain.modules())
     torch.testing.assert_close(plain(x), expected)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224"])
+def test_generic_adapter_on_real_timm_models(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    model = (
+        timm.create_model(name, pretrained=False, num_classes=5, img_size=32)
+        if "vit" in name
+        else (timm.create_model(name, pretrained=False, num_classes=5))
+    )
+    x = torch.randn(2, 3, 32, 32)
+    net = Supernet(model.eval(), example_input=x)
+    assert len(net.space) >= 5
+    for arch in (net.min_arch(), net.sample_arch(0)):
+        with net.use(arch):
+            expected = net.model(x)
+        dense = net.extract(arch).eval()
+        torch.testing.assert_close(dense(x), expected, atol=1e-5, rtol=1e-5)
+        assert count_params(dense) == net.num_params(arch) <= net.num_params(net.max_arch())
+    assert net.num_params(net.min_arch()) < net.num_params(net.max_arch())

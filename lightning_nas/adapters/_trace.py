@@ -23,7 +23,9 @@ from torch.utils._pytree import tree_flatten
 
 __all__ = ["ChannelTrace", "TraceSegment", "trace_channels"]
 
-SUPPORTED_LEAVES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.Embedding)
+# Exact types: a subclass (timm's BatchNormAct2d, say) has its own forward, which the elastic
+# version would replace, so it is treated like any other module the tracer cannot make elastic.
+SUPPORTED_LEAVES = frozenset({nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.Embedding})
 
 # Ops that return no tensor and never change what a tensor holds.
 _HARMLESS = frozenset(
@@ -60,6 +62,35 @@ _REDUCTIONS = frozenset(
     {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod", "median"}
 )
 _RESHAPES = frozenset({"view", "reshape", "flatten"})
+# Arithmetic through which a parameter of another module may broadcast (x * self.scale).
+_ARITHMETIC = frozenset(
+    {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "where",
+        "maximum",
+        "minimum",
+        "addcmul",
+        "__add__",
+        "__radd__",
+        "__iadd__",
+        "add_",
+        "__sub__",
+        "__rsub__",
+        "__isub__",
+        "sub_",
+        "__mul__",
+        "__rmul__",
+        "__imul__",
+        "mul_",
+        "__truediv__",
+        "__rtruediv__",
+        "__itruediv__",
+        "div_",
+    }
+)
 
 
 class TraceSegment(NamedTuple):
@@ -243,7 +274,7 @@ class _ChannelTracer(TorchFunctionMode):
         path, module = self.owner[id(weight)]
         x = args[0]
         layout = self.layout_of(x)
-        if not isinstance(module, SUPPORTED_LEAVES) or not self._current_module_owns(path, name):
+        if type(module) not in SUPPORTED_LEAVES or not self._current_module_owns(path, name):
             return self._op_foreign_parameter(name, args, kwargs, out)
         axis = in_axis % x.dim()
         if layout is not None and layout.axis != axis:
@@ -298,7 +329,7 @@ class _ChannelTracer(TorchFunctionMode):
             return self._op_default(name, (x,), {}, out)
         path, module = self.owner[id(path_tensor)]
         layout = self.layout_of(x)
-        if not isinstance(module, SUPPORTED_LEAVES) or not self._current_module_owns(path, name):
+        if type(module) not in SUPPORTED_LEAVES or not self._current_module_owns(path, name):
             return self._op_foreign_parameter(name, (x,), {}, out)
         if layout is not None and layout.axis != axis % x.dim():
             self.pin(layout, f"{path} normalises another axis")
@@ -325,7 +356,7 @@ class _ChannelTracer(TorchFunctionMode):
         inputs = _tensors((args, kwargs))
         owners = sorted({self.owner[id(t)][0] for t in inputs if id(t) in self.owner})
         reason = f"used by {', '.join(owners) or name} ({name}), which cannot be made elastic"
-        if self._is_elementwise(inputs, out):
+        if name in _ARITHMETIC and self._is_elementwise(inputs, out):
             # x * self.scale: fine when the parameter broadcasts over the feature axis.
             return self._op_default(name, args, kwargs, out)
         for t in inputs:
