@@ -18,6 +18,7 @@ from lightning_nas.export import load_module, save_module
 from lightning_nas.importance import compute_importance, reorder_by_importance
 from lightning_nas.inputs import call_model
 from lightning_nas.metrics import count_flops, count_params, measure_latency
+from lightning_nas.proxies import PROXIES, ProxyObjective, compute_proxy, rank_archs, warmup
 from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
@@ -45,6 +46,8 @@ __all__ = [
     "JointObjective",
     "Kernel",
     "OneShotSearch",
+    "PROXIES",
+    "ProxyObjective",
     "Sandwich",
     "SearchResult",
     "SearchSpace",
@@ -59,6 +62,7 @@ __all__ = [
     "call_model",
     "compress",
     "compute_importance",
+    "compute_proxy",
     "count_flops",
     "count_params",
     "distillation_loss",
@@ -66,8 +70,10 @@ __all__ = [
     "load_module",
     "measure_latency",
     "one_shot_search",
+    "rank_archs",
     "reorder_by_importance",
     "save_module",
+    "warmup",
 ]
 
 
