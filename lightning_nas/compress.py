@@ -58,7 +58,10 @@ class TextClassifier(L.LightningModule):
         if isinstance(model_dir, nn.Module):
             self.model = model_dir
         else:
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
+            # from_pretrained returns the model in eval mode and Lightning keeps each module's mode,
+            # so without train() the fine-tuning would silently run without dropout.
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
+            self.model = model.train()
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_labels)
         ids = torch.ones(2, max_length, dtype=torch.long)
         self.example_input_array = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
