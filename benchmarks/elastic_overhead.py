@@ -156,31 +156,24 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per contender, over all rounds")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per strategy and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
+    parser.add_argument("--parts", default="abc", help="which tables to measure, e.g. 'a' or 'bc'")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}\n")
-    print("(a) forward+backward at full size, elastic vs plain")
-    print(
-        format_table(
-            ["module", "plain ms", "elastic ms", "ratio"], module_overhead(device, args.min_run_time, args.rounds)
-        )
-    )
-    print("\n(b) training step of DigitsCNN(width=32), batch 64: supernet strategies vs a plain step")
-    print(
-        format_table(
-            ["strategy", "nets/step", "ms/step", "ratio", "ratio per net"],
-            strategy_overhead(device, args.steps, args.rounds),
-        )
-    )
-    print("\n(c) inference of DigitsCNN(width=64), batch 256: sub-network inside the supernet vs extracted")
-    print(
-        format_table(
-            ["arch", "params", "in supernet ms", "extracted ms", "supernet / extracted"],
-            extracted_vs_supernet(device, args.min_run_time, args.rounds),
-        )
-    )
+    if "a" in args.parts:
+        print("(a) forward+backward at full size, elastic vs plain")
+        rows = module_overhead(device, args.min_run_time, args.rounds)
+        print(format_table(["module", "plain ms", "elastic ms", "ratio"], rows))
+    if "b" in args.parts:
+        print("\n(b) training step of DigitsCNN(width=32), batch 64: supernet strategies vs a plain step")
+        rows = strategy_overhead(device, args.steps, args.rounds)
+        print(format_table(["strategy", "nets/step", "ms/step", "ratio", "ratio per net"], rows))
+    if "c" in args.parts:
+        print("\n(c) inference of DigitsCNN(width=64), batch 256: sub-network inside the supernet vs extracted")
+        rows = extracted_vs_supernet(device, args.min_run_time, args.rounds)
+        print(format_table(["arch", "params", "in supernet ms", "extracted ms", "supernet / extracted"], rows))
 
 
 if __name__ == "__main__":
