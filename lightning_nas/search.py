@@ -24,6 +24,7 @@ from torch import nn
 from lightning_nas._table import format_table
 from lightning_nas.inputs import call_model, to_device
 from lightning_nas.metrics import measure_latency
+from lightning_nas.samplers import ConstrainedSampler, is_rejection
 from lightning_nas.space import Arch
 from lightning_nas.strategies import output_tensor
 from lightning_nas.supernet import Supernet
@@ -351,7 +352,8 @@ def one_shot_search(
         limits: Upper limits on any cost by name (``max_params`` etc. are shorthands).
         storage: Any Optuna storage or URL (default: in memory).
         study_name: Name of the study in the storage.
-        sampler: Any Optuna sampler (default NSGA-II for several objectives, else TPE).
+        sampler: Any Optuna sampler (default NSGA-II for several objectives, else TPE, wrapped in
+            a :class:`~lightning_nas.samplers.ConstrainedSampler` when there are limits).
         seed: Seed of the default sampler.
 
     Example:
@@ -367,16 +369,32 @@ def one_shot_search(
     limits = {name: value for name, value in limits.items() if value is not None}
     functions = cost_functions(supernet, latency_input, costs)
     check_feasible(supernet, limits, functions)
+    if sampler is None and limits:
+        # Over-budget architectures are rejected before they become trials (and the base sampler
+        # learns the infeasible region from the recorded rejections).
+        base = optuna.samplers.NSGAIISampler(seed=seed) if objectives else optuna.samplers.TPESampler(seed=seed)
+        sampler = ConstrainedSampler(base, _limit_constraint(supernet, functions, limits), supernet.space, seed=seed)
     study = create_search_study(metric_name, direction, objectives, storage, study_name, sampler, seed)
     if not study.trials:
         for arch in (supernet.max_arch(), supernet.min_arch()):
             study.enqueue_trial(_as_params(supernet, arch), skip_if_exists=True)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    evaluated = [t for t in study.get_trials(deepcopy=False, states=finished) if not is_rejection(t)]
+    remaining = n_trials - len(evaluated)
     objective = SubnetObjective(supernet, evaluate, objectives, limits, functions)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress_bar)
     return search_result(study, metric_name, direction, tuple(dict.fromkeys(("params", *objectives, *limits))))
+
+
+def _limit_constraint(
+    supernet: Supernet, costs: Mapping[str, CostFunction], limits: Mapping[str, float]
+) -> Callable[[Mapping[str, Any]], list[float]]:
+    def constraint(params: Mapping[str, Any]) -> list[float]:
+        arch = supernet.space.arch_from_params(params)
+        return [costs[name](arch) - limit for name, limit in limits.items()]
+
+    return constraint
 
 
 def _as_params(supernet: Supernet, arch: Arch) -> dict[str, int]:

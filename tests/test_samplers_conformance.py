@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import optuna
+import pytest
 from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
-from optuna.testing.pytest_samplers import BasicSamplerTestCase
-from optuna.testing.pytest_samplers import MultiObjectiveSamplerTestCase
-from optuna.testing.pytest_samplers import RelativeSamplerTestCase
-from optuna.testing.pytest_samplers import SingleOnlySamplerTestCase
-import pytest
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    MultiObjectiveSamplerTestCase,
+    RelativeSamplerTestCase,
+    SingleOnlySamplerTestCase,
+)
 
-from lightning_nas.samplers import ConstrainedSampler
-from lightning_nas.samplers import PredictorSampler
-from lightning_nas.samplers import RandomForestPredictor
-from lightning_nas.samplers import TabNASSampler
+from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, RandomForestPredictor, TabNASSampler
 
 
 def always_feasible(params: dict) -> list[float]:

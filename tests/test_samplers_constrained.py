@@ -7,14 +7,11 @@ import math
 import warnings
 
 import optuna
+import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
-import pytest
 
-from lightning_nas.samplers import _constrained
-from lightning_nas.samplers import ConstrainedSampler
-from lightning_nas.samplers import NoFeasibleArchitectureError
-
+from lightning_nas.samplers import ConstrainedSampler, NoFeasibleArchitectureError, _constrained
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -225,9 +222,7 @@ def test_constructor_validates_arguments() -> None:
 
 def test_all_samplers_take_the_projects_search_space() -> None:
     from lightning_nas import SearchSpace
-
-    from lightning_nas.samplers import PredictorSampler
-    from lightning_nas.samplers import TabNASSampler
+    from lightning_nas.samplers import PredictorSampler, TabNASSampler
 
     # "heads" is not evenly spaced, so SearchSpace makes it categorical; the others are ints.
     space = SearchSpace({"hidden": [16, 32, 64, 128], "blocks": [1, 2, 3, 4], "heads": [1, 2, 8]})

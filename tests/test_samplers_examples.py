@@ -13,7 +13,6 @@ import pytest
 
 import lightning_nas.samplers as samplers
 
-
 PUBLIC_CLASSES = [
     name for name in samplers.__all__ if inspect.isclass(getattr(samplers, name))
 ]
@@ -34,7 +33,7 @@ def blocks(doc: str, directive: str) -> list[str]:
             body.append(following)
         text = textwrap.dedent("\n".join(body))
         # Drop sphinx options such as ``:options: +ELLIPSIS`` at the top of the block.
-        out.append("\n".join(l for l in text.splitlines() if not l.startswith(":")).strip())
+        out.append("\n".join(line for line in text.splitlines() if not line.startswith(":")).strip())
     return out
 
 

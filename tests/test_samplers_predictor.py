@@ -6,18 +6,14 @@ import itertools
 
 import numpy as np
 import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.distributions import IntDistribution
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import TrialState
-import pytest
 from scipy.stats import kendalltau
 
-from lightning_nas.samplers import NoFeasibleArchitectureError
-from lightning_nas.samplers import PredictorSampler
-from lightning_nas.samplers import RandomForestPredictor
+from lightning_nas.samplers import NoFeasibleArchitectureError, PredictorSampler, RandomForestPredictor
 from lightning_nas.samplers._predictor_sampler import _best_multi_objective
-
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import IntDistribution
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-import pytest
 
-from lightning_nas.samplers import ConstrainedSampler
-from lightning_nas.samplers import PredictorSampler
-from lightning_nas.samplers import RandomForestPredictor
-from lightning_nas.samplers import TabNASSampler
-
+from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, RandomForestPredictor, TabNASSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

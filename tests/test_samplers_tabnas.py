@@ -5,15 +5,13 @@ from __future__ import annotations
 import itertools
 
 import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState
 import pytest
 import torch
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
-from lightning_nas.samplers import NoFeasibleArchitectureError
-from lightning_nas.samplers import TabNASSampler
+from lightning_nas.samplers import NoFeasibleArchitectureError, TabNASSampler
 from lightning_nas.samplers._tabnas import _truncated_log_prob
-
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

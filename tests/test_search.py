@@ -17,6 +17,7 @@ from lightning_nas import Supernet
 from lightning_nas.callbacks import OneShotSearch, SupernetCallback
 from lightning_nas.demo import DigitsClassifier, DigitsDataModule
 from lightning_nas.export import load_module
+from lightning_nas.samplers import is_rejection
 from lightning_nas.search import TorchmetricsEvaluator, one_shot_search
 from tests.models import MLP
 
@@ -49,16 +50,21 @@ def test_search_writes_a_study_that_optuna_reads_back(tmp_path) -> None:
 
     study = optuna.load_study(study_name="one-shot-search", storage=f"sqlite:///{tmp_path / 'nas.db'}")
     assert study.metric_names == ["val_acc", "params", "flops"]
-    assert len(study.trials) == 8
+    # Over-budget architectures were rejected by the default ConstrainedSampler before they became
+    # trials of the objective; the rejections are recorded (as pruned, infeasible trials).
+    rejected = [t for t in study.trials if is_rejection(t)]
+    evaluated = [t for t in study.trials if not is_rejection(t)]
+    assert len(evaluated) == 8
+    assert all(t.state == TrialState.PRUNED and max(t.constraints.values()) > 0 for t in rejected)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert complete
-    for trial in study.trials:
+    for trial in evaluated:
         arch = trial.user_attrs["arch"]
         assert supernet.space.validate(arch) == arch
         assert trial.user_attrs["params"] == supernet.num_params(arch)
         assert trial.user_attrs["constraints"]["max_params"] == pytest.approx(trial.user_attrs["params"] - limit)
-        if trial.state == TrialState.PRUNED:
-            assert trial.user_attrs["params"] > limit
+        if trial.state == TrialState.PRUNED:  # only the enqueued full network bypasses the sampler
+            assert trial.number == 0 and trial.user_attrs["params"] > limit
     assert search.result.front
     assert all(t.user_attrs["params"] <= limit for t in search.result.front)  # hard constraint
     assert study.best_trials == [] or {t.number for t in study.best_trials} == {t.number for t in search.result.front}
@@ -80,8 +86,8 @@ def test_search_resumes_the_same_study(tmp_path) -> None:
     _fit(tmp_path, OneShotSearch(metric="val_acc", n_trials=4, export_dir=False, calibration_batches=1))
     _fit(tmp_path, OneShotSearch(metric="val_acc", n_trials=6, export_dir=False, calibration_batches=1))
     study = optuna.load_study(study_name="one-shot-search", storage=f"sqlite:///{tmp_path / 'nas.db'}")
-    assert len(study.trials) == 6  # topped up to n_trials, not 4 + 6
-    assert [t.number for t in study.trials] == list(range(6))
+    evaluated = [t for t in study.trials if not is_rejection(t)]
+    assert len(evaluated) == 6  # topped up to n_trials, not 4 + 6
 
 
 def test_torchmetrics_metric_without_logging(tmp_path) -> None:

@@ -9,13 +9,10 @@ feasible when every value is ``<= 0``, as in Optuna.
 from __future__ import annotations
 
 from lightning_nas.samplers._constrained import ConstrainedSampler
-from lightning_nas.samplers._constraint import ConstraintFunc
-from lightning_nas.samplers._constraint import NoFeasibleArchitectureError
-from lightning_nas.samplers._predictor import Predictor
-from lightning_nas.samplers._predictor import RandomForestPredictor
+from lightning_nas.samplers._constraint import ConstraintFunc, NoFeasibleArchitectureError, is_rejection
+from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
 from lightning_nas.samplers._predictor_sampler import PredictorSampler
 from lightning_nas.samplers._tabnas import TabNASSampler
-
 
 __all__ = [
     "ConstrainedSampler",
@@ -25,4 +22,5 @@ __all__ = [
     "PredictorSampler",
     "RandomForestPredictor",
     "TabNASSampler",
+    "is_rejection",
 ]

@@ -1,28 +1,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optuna.samplers import BaseSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
 
-from lightning_nas.samplers._constraint import _Constraint
-from lightning_nas.samplers._constraint import _N_REJECTED_KEY
-from lightning_nas.samplers._constraint import _record_constraint_values
-from lightning_nas.samplers._constraint import _record_rejection
-from lightning_nas.samplers._constraint import _violation
-from lightning_nas.samplers._constraint import ConstraintFunc
-from lightning_nas.samplers._space import _ArchSpace
-from lightning_nas.samplers._space import _as_distributions
-from lightning_nas.samplers._space import SearchSpaceLike
-
+from lightning_nas.samplers._constraint import (
+    _N_REJECTED_KEY,
+    ConstraintFunc,
+    _Constraint,
+    _record_constraint_values,
+    _record_rejection,
+    _violation,
+)
+from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace, _as_distributions
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
-    from optuna.trial import FrozenTrial
-    from optuna.trial import TrialState
+    from optuna.trial import FrozenTrial, TrialState
 
 
 class ConstrainedSampler(BaseSampler):
@@ -123,14 +120,9 @@ class ConstrainedSampler(BaseSampler):
         seed: int | None = None,
     ) -> None:
         if not isinstance(base_sampler, BaseSampler):
-            raise TypeError(
-                f"base_sampler must be an optuna BaseSampler, got {type(base_sampler).__name__}."
-            )
+            raise TypeError(f"base_sampler must be an optuna BaseSampler, got {type(base_sampler).__name__}.")
         if max_tries < 1 or patience < 1:
-            raise ValueError(
-                f"max_tries and patience must be >= 1, got max_tries={max_tries}, "
-                f"patience={patience}."
-            )
+            raise ValueError(f"max_tries and patience must be >= 1, got max_tries={max_tries}, patience={patience}.")
         self._base_sampler = base_sampler
         self._constraint = _Constraint(constraint)
         self._search_space = _as_distributions(search_space)
@@ -142,9 +134,7 @@ class ConstrainedSampler(BaseSampler):
         self._base_sampler.reseed_rng()
         self._rng.rng.seed()
 
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         search_space = self._base_sampler.infer_relative_search_space(study, trial)
         search_space.update(self._search_space)
         return search_space
@@ -181,14 +171,10 @@ class ConstrainedSampler(BaseSampler):
                 from_base = len(rejected) < self._patience
         raise self._constraint.infeasible_error(self._max_tries, closest)
 
-    def _propose(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
+    def _propose(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         base_space = self._base_sampler.infer_relative_search_space(study, trial)
         relative_space = {
-            name: distribution
-            for name, distribution in base_space.items()
-            if search_space.get(name) == distribution
+            name: distribution for name, distribution in base_space.items() if search_space.get(name) == distribution
         }
         params: dict[str, Any] = {}
         if relative_space:
@@ -196,9 +182,7 @@ class ConstrainedSampler(BaseSampler):
             params = {name: proposed[name] for name in relative_space if name in proposed}
         for name, distribution in search_space.items():
             if name not in params:
-                params[name] = self._base_sampler.sample_independent(
-                    study, trial, name, distribution
-                )
+                params[name] = self._base_sampler.sample_independent(study, trial, name, distribution)
         return params
 
     def sample_independent(
@@ -218,9 +202,7 @@ class ConstrainedSampler(BaseSampler):
                 f"{param_distribution}, but the constrained search space declares {declared}. "
                 "Suggest every architecture dimension with its declared distribution."
             )
-        return self._base_sampler.sample_independent(
-            study, trial, param_name, param_distribution
-        )
+        return self._base_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._base_sampler.before_trial(study, trial)

@@ -1,25 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Mapping
-from collections.abc import Sequence
 import math
-from typing import Any
-from typing import TYPE_CHECKING
-from typing import Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
-from optuna.trial import create_trial
-from optuna.trial import TrialState
-
+from optuna.trial import TrialState, create_trial
 
 if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
 
-ConstraintFunc = Callable[[dict[str, Any]], Union[float, Sequence[float]]]
+ConstraintFunc = Callable[[dict[str, Any]], float | Sequence[float]]
 """A resource constraint: ``params -> float or sequence of floats``, feasible when all <= 0."""
 
 # Optuna 5 reads constraints from this list-valued system attribute (the form its deprecated
@@ -101,8 +95,7 @@ class _Constraint:
             raise TypeError(message) from None
         if len(values) == 0 or any(math.isnan(v) for v in values):
             raise ValueError(
-                f"Constraint {self.name!r} returned {raw!r} for {params}; it must return at "
-                "least one value and no NaN."
+                f"Constraint {self.name!r} returned {raw!r} for {params}; it must return at least one value and no NaN."
             )
         return values
 
@@ -151,3 +144,8 @@ def _record_rejection(
     # Samplers read trials through the study's per-ask cache; drop it so the next proposal
     # of this same trial already sees the rejection.
     study._thread_local.cached_all_trials = None
+
+
+def is_rejection(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` records an architecture a constrained sampler rejected (never evaluated)."""
+    return _REJECTED_KEY in trial.system_attrs

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
-from typing import Protocol
-from typing import runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
@@ -34,9 +32,7 @@ class Predictor(Protocol):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Any: ...
 
-    def predict(
-        self, X: np.ndarray, return_std: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
+    def predict(self, X: np.ndarray, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
 
 class RandomForestPredictor:
@@ -93,8 +89,7 @@ class RandomForestPredictor:
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or y.shape != (X.shape[0],) or X.shape[0] == 0:
             raise ValueError(
-                f"fit expects X of shape (n, d) and y of shape (n,) with n > 0, got {X.shape} "
-                f"and {y.shape}."
+                f"fit expects X of shape (n, d) and y of shape (n,) with n > 0, got {X.shape} and {y.shape}."
             )
         self._forest = RandomForestRegressor(
             n_estimators=self.n_estimators,
@@ -104,9 +99,7 @@ class RandomForestPredictor:
         ).fit(X, y)
         return self
 
-    def predict(
-        self, X: np.ndarray, return_std: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: np.ndarray, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted objective of each row of ``X``; with ``return_std``, also the tree spread."""
         if self._forest is None:
             raise RuntimeError("RandomForestPredictor.predict called before fit.")

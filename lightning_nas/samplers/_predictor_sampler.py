@@ -1,19 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Mapping
-from collections.abc import Sequence
 import copy
-from typing import Any
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 # Optuna's own exact hypervolume and non-dominated sorting (private modules, the ones its
 # multi-objective samplers use) rather than a second implementation here.
 from optuna._hypervolume import compute_hypervolume
-from optuna.samplers import BaseSampler
-from optuna.samplers import RandomSampler
+from optuna.samplers import BaseSampler, RandomSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
@@ -21,17 +17,9 @@ from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import TrialState
 from scipy.stats import rankdata
 
-from lightning_nas.samplers._constraint import _Constraint
-from lightning_nas.samplers._constraint import _record_constraint_values
-from lightning_nas.samplers._constraint import _violation
-from lightning_nas.samplers._constraint import ConstraintFunc
-from lightning_nas.samplers._predictor import Predictor
-from lightning_nas.samplers._predictor import RandomForestPredictor
-from lightning_nas.samplers._space import _ArchSpace
-from lightning_nas.samplers._space import _as_distributions
-from lightning_nas.samplers._space import ArchKey
-from lightning_nas.samplers._space import SearchSpaceLike
-
+from lightning_nas.samplers._constraint import ConstraintFunc, _Constraint, _record_constraint_values, _violation
+from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
+from lightning_nas.samplers._space import ArchKey, SearchSpaceLike, _ArchSpace, _as_distributions
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -148,13 +136,10 @@ class PredictorSampler(BaseSampler):
             )
         if predictor is not None and not isinstance(predictor, Predictor):
             raise TypeError(
-                "predictor must have fit(X, y) and predict(X, return_std=...), got "
-                f"{type(predictor).__name__}."
+                f"predictor must have fit(X, y) and predict(X, return_std=...), got {type(predictor).__name__}."
             )
         if n_startup_trials < 1 or n_candidates < 1 or n_parents < 0 or max_tries < 1:
-            raise ValueError(
-                "n_startup_trials, n_candidates and max_tries must be >= 1 and n_parents >= 0."
-            )
+            raise ValueError("n_startup_trials, n_candidates and max_tries must be >= 1 and n_parents >= 0.")
         self._search_space = None if search_space is None else _as_distributions(search_space)
         self._predictor = predictor
         self._encoder = encoder
@@ -173,9 +158,7 @@ class PredictorSampler(BaseSampler):
         self._rng.rng.seed()
         self._random_sampler.reseed_rng()
 
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         if self._search_space is not None:
             return dict(self._search_space)
         return {
@@ -192,8 +175,7 @@ class PredictorSampler(BaseSampler):
         bad = [i for i in self._known_objectives if not 0 <= i < len(study.directions)]
         if bad:
             raise ValueError(
-                f"known_objectives indices {bad} do not exist in a study with "
-                f"{len(study.directions)} objective(s)."
+                f"known_objectives indices {bad} do not exist in a study with {len(study.directions)} objective(s)."
             )
         space = _ArchSpace(search_space)
         evaluated: list[dict[str, Any]] = []
@@ -231,9 +213,7 @@ class PredictorSampler(BaseSampler):
                 f"{self._search_space[param_name]}; a constrained dimension cannot be sampled "
                 "on its own."
             )
-        return self._random_sampler.sample_independent(
-            study, trial, param_name, param_distribution
-        )
+        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def _feasible(self, params: dict[str, Any]) -> bool:
         return self._constraint is None or self._constraint.is_feasible(self._constraint(params))

@@ -1,19 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
-from collections.abc import Mapping
-from typing import Any
-from typing import Protocol
-from typing import Union
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 from optuna._transform import _SearchSpaceTransform
-from optuna.distributions import BaseDistribution
-from optuna.distributions import CategoricalDistribution
-from optuna.distributions import FloatDistribution
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
-
 
 ArchKey = tuple[Any, ...]
 
@@ -22,7 +15,7 @@ class _HasDistributions(Protocol):
     def distributions(self) -> dict[str, BaseDistribution]: ...
 
 
-SearchSpaceLike = Union[Mapping[str, BaseDistribution], _HasDistributions]
+SearchSpaceLike = Mapping[str, BaseDistribution] | _HasDistributions
 """Names to Optuna distributions, or a ``lightning_nas.SearchSpace`` (via ``distributions()``)."""
 
 
@@ -32,8 +25,7 @@ def _as_distributions(search_space: SearchSpaceLike) -> dict[str, BaseDistributi
     wrong = {name: d for name, d in space.items() if not isinstance(d, BaseDistribution)}
     if wrong:
         raise TypeError(
-            "search_space must map names to optuna distributions (or be a "
-            f"lightning_nas.SearchSpace); got {wrong}."
+            f"search_space must map names to optuna distributions (or be a lightning_nas.SearchSpace); got {wrong}."
         )
     return space
 
@@ -63,9 +55,7 @@ class _ArchSpace:
         self.names = sorted(search_space)
         self.search_space = {name: search_space[name] for name in self.names}
         # Optuna's transform refuses an empty space; an empty space has one (empty) architecture.
-        self._transform = (
-            _SearchSpaceTransform(self.search_space, transform_0_1=True) if self.names else None
-        )
+        self._transform = _SearchSpaceTransform(self.search_space, transform_0_1=True) if self.names else None
         self._choices = {name: _discrete_choices(d) for name, d in self.search_space.items()}
 
     @property

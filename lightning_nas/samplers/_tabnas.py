@@ -1,27 +1,23 @@
 from __future__ import annotations
 
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from optuna.samplers import BaseSampler
-from optuna.samplers import RandomSampler
+import torch
+from optuna.samplers import BaseSampler, RandomSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-import torch
 
-from lightning_nas.samplers._constraint import _Constraint
-from lightning_nas.samplers._constraint import _N_REJECTED_KEY
-from lightning_nas.samplers._constraint import _record_constraint_values
-from lightning_nas.samplers._constraint import _violation
-from lightning_nas.samplers._constraint import ConstraintFunc
-from lightning_nas.samplers._space import _ArchSpace
-from lightning_nas.samplers._space import _as_distributions
-from lightning_nas.samplers._space import _discrete_choices
-from lightning_nas.samplers._space import SearchSpaceLike
-
+from lightning_nas.samplers._constraint import (
+    _N_REJECTED_KEY,
+    ConstraintFunc,
+    _Constraint,
+    _record_constraint_values,
+    _violation,
+)
+from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace, _as_distributions, _discrete_choices
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -180,14 +176,9 @@ class TabNASSampler(BaseSampler):
 
         It reflects every trial that had completed when the latest architecture was sampled.
         """
-        return {
-            name: dict(zip(self._choices[name], self._probs(name).tolist()))
-            for name in self._logits
-        }
+        return {name: dict(zip(self._choices[name], self._probs(name).tolist())) for name in self._logits}
 
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         if self._search_space is not None:
             return dict(self._search_space)
         return {
@@ -219,9 +210,7 @@ class TabNASSampler(BaseSampler):
             for i, constraint_values in enumerate(values):
                 if self._constraint.is_feasible(constraint_values):
                     _record_constraint_values(study, trial, constraint_values)
-                    study._storage.set_trial_system_attr(
-                        trial._trial_id, _N_REJECTED_KEY, n_tried + i
-                    )
+                    study._storage.set_trial_system_attr(trial._trial_id, _N_REJECTED_KEY, n_tried + i)
                     return self._params(policy_names, index[i], others[i])
             n_tried += n
             closest = min(values if closest is None else [closest, *values], key=_violation)
@@ -242,9 +231,7 @@ class TabNASSampler(BaseSampler):
                 f"{self._search_space[param_name]}; a constrained dimension cannot be sampled "
                 "on its own."
             )
-        return self._random_sampler.sample_independent(
-            study, trial, param_name, param_distribution
-        )
+        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def _set_dimensions(self, search_space: dict[str, BaseDistribution]) -> None:
         changed = False
@@ -254,9 +241,7 @@ class TabNASSampler(BaseSampler):
                 continue
             self._distributions[name] = distribution
             self._choices[name] = choices
-            self._logits[name] = torch.zeros(
-                len(choices), dtype=torch.float64, requires_grad=True
-            )
+            self._logits[name] = torch.zeros(len(choices), dtype=torch.float64, requires_grad=True)
             changed = True
         if changed:
             # A new or redefined dimension restarts the optimiser's moments as well.
@@ -265,20 +250,14 @@ class TabNASSampler(BaseSampler):
     def _probs(self, name: str) -> np.ndarray:
         return torch.softmax(self._logits[name].detach(), 0).numpy()
 
-    def _draw(
-        self, names: list[str], rest: _ArchSpace, n: int
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def _draw(self, names: list[str], rest: _ArchSpace, n: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """``n`` policy samples: choice indices ``(n, len(names))`` and the uniform rest."""
         rng = self._rng.rng
-        columns = [
-            rng.choice(len(self._choices[name]), size=n, p=self._probs(name)) for name in names
-        ]
+        columns = [rng.choice(len(self._choices[name]), size=n, p=self._probs(name)) for name in names]
         index = np.stack(columns, axis=1) if columns else np.zeros((n, 0), dtype=np.int64)
         return index, rest.sample(rng, n)
 
-    def _params(
-        self, names: list[str], row: np.ndarray, other: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _params(self, names: list[str], row: np.ndarray, other: dict[str, Any]) -> dict[str, Any]:
         return {**other, **{name: self._choices[name][i] for name, i in zip(names, row)}}
 
     def _constraint_values(
@@ -312,9 +291,7 @@ class TabNASSampler(BaseSampler):
             arch = {name: t.params[name] for name in search_space}
             if any(arch[name] not in self._choices[name] for name in names):
                 continue
-            if self._constraint is not None and not self._constraint.is_feasible(
-                self._constraint(arch)
-            ):
+            if self._constraint is not None and not self._constraint.is_feasible(self._constraint(arch)):
                 # Only feasible architectures carry a reward in TabNAS.
                 continue
             assert t.value is not None
@@ -322,13 +299,11 @@ class TabNASSampler(BaseSampler):
 
     def _log_prob(self, names: list[str], index: torch.Tensor) -> torch.Tensor:
         """log pi of each row of choice indices ``(n, len(names))``."""
-        return torch.stack(
-            [torch.log_softmax(self._logits[name], 0)[index[:, j]] for j, name in enumerate(names)]
-        ).sum(0)
+        return torch.stack([torch.log_softmax(self._logits[name], 0)[index[:, j]] for j, name in enumerate(names)]).sum(
+            0
+        )
 
-    def _update(
-        self, arch: dict[str, Any], reward: float, names: list[str], rest: _ArchSpace
-    ) -> None:
+    def _update(self, arch: dict[str, Any], reward: float, names: list[str], rest: _ArchSpace) -> None:
         if self._baseline is None:
             self._baseline = reward
             return
@@ -341,10 +316,7 @@ class TabNASSampler(BaseSampler):
         if self._constraint is not None:
             index, others = self._draw(names, rest, self._n_mc_samples)
             feasible = torch.tensor(
-                [
-                    self._constraint.is_feasible(v)
-                    for v in self._constraint_values(names, index, others)
-                ],
+                [self._constraint.is_feasible(v) for v in self._constraint_values(names, index, others)],
                 dtype=torch.float64,
             )
             if feasible.any():
@@ -356,9 +328,7 @@ class TabNASSampler(BaseSampler):
         self._optimizer.step()
 
 
-def _truncated_log_prob(
-    log_pi_x: torch.Tensor, log_pi_z: torch.Tensor, feasible: torch.Tensor
-) -> torch.Tensor:
+def _truncated_log_prob(log_pi_x: torch.Tensor, log_pi_z: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
     r"""Monte-Carlo surrogate of :math:`\log p_V(x) = \log \pi(x) - \log P(V)`.
 
     ``log_pi_z`` are the log-probabilities of draws :math:`z_j \sim \pi`, ``feasible`` their
