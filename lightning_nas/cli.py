@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--data", default="rotten_tomatoes", help="bundled dataset name")
     compress.add_argument("--max-params", type=float, default=0.5, help="budget: fraction of the encoder's parameters")
     compress.add_argument("--out", default="nas_runs/compress", help="output directory (study, export)")
-    compress.add_argument("--epochs", type=int, default=2)
+    compress.add_argument("--epochs", type=int, default=1)
     compress.add_argument("--trials", type=int, default=30)
     compress.add_argument("--max-length", type=int, default=64)
     compress.add_argument("--batch-size", type=int, default=32)

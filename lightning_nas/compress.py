@@ -196,7 +196,7 @@ def compress(
     *,
     dataset: str = "rotten_tomatoes",
     max_encoder_params: float = 0.5,
-    epochs: int = 2,
+    epochs: int = 1,
     n_trials: int = 30,
     max_length: int = 64,
     batch_size: int = 32,
@@ -216,7 +216,8 @@ def compress(
         dataset: A bundled dataset (:func:`~lightning_nas.datasets.available_text_datasets`).
         max_encoder_params: Budget on the encoder's parameters (embeddings excluded), as a
             fraction of the original's.
-        epochs: Fine-tuning epochs.
+        epochs: Fine-tuning epochs (one InstaTune epoch over the 8.9k training texts costs about
+            1.7 plain epochs; the default keeps a CPU run of MiniLM well under 30 minutes).
         n_trials: Optuna trials of the search.
         max_length: Truncation length.
         batch_size: Training batch size.
