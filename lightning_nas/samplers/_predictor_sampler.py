@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 
 from lightning_nas.samplers._constraint import ConstraintFunc, _Constraint, _record_constraint_values, _violation
 from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
-from lightning_nas.samplers._space import ArchKey, SearchSpaceLike, _ArchSpace, _as_distributions
+from lightning_nas.samplers._space import ArchKey, SearchSpaceLike, _ArchSpace, _as_distributions, _relative_space
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -159,13 +159,7 @@ class PredictorSampler(BaseSampler):
         self._random_sampler.reseed_rng()
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        if self._search_space is not None:
-            return dict(self._search_space)
-        return {
-            name: distribution
-            for name, distribution in self._intersection.calculate(study).items()
-            if not distribution.single()
-        }
+        return _relative_space(self._search_space, self._intersection, study)
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]

@@ -116,3 +116,12 @@ class _ArchSpace:
             return np.zeros((len(archs), 0))
         rows = [self._transform.transform(dict(arch)) for arch in archs]
         return np.asarray(rows, dtype=np.float64).reshape(len(archs), self.n_features)
+
+
+def _relative_space(
+    declared: Mapping[str, BaseDistribution] | None, intersection: Any, study: Any
+) -> dict[str, BaseDistribution]:
+    """The declared architecture space, else the non-constant parameters every trial shares."""
+    if declared is not None:
+        return dict(declared)
+    return {name: d for name, d in intersection.calculate(study).items() if not d.single()}

@@ -17,7 +17,13 @@ from lightning_nas.samplers._constraint import (
     _record_constraint_values,
     _violation,
 )
-from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace, _as_distributions, _discrete_choices
+from lightning_nas.samplers._space import (
+    SearchSpaceLike,
+    _ArchSpace,
+    _as_distributions,
+    _discrete_choices,
+    _relative_space,
+)
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -179,13 +185,7 @@ class TabNASSampler(BaseSampler):
         return {name: dict(zip(self._choices[name], self._probs(name).tolist())) for name in self._logits}
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        if self._search_space is not None:
-            return dict(self._search_space)
-        return {
-            name: distribution
-            for name, distribution in self._intersection.calculate(study).items()
-            if not distribution.single()
-        }
+        return _relative_space(self._search_space, self._intersection, study)
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
