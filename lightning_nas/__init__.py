@@ -19,6 +19,7 @@ from lightning_nas.importance import compute_importance, reorder_by_importance
 from lightning_nas.inputs import call_model
 from lightning_nas.metrics import count_flops, count_params, measure_latency
 from lightning_nas.proxies import PROXIES, ProxyObjective, compute_proxy, rank_archs, warmup
+from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
 from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
@@ -39,6 +40,7 @@ _LAZY = {
 
 __all__ = [
     "Arch",
+    "ConstrainedSampler",
     "CostAwarePruner",
     "Depth",
     "Dimension",
@@ -47,6 +49,7 @@ __all__ = [
     "Kernel",
     "OneShotSearch",
     "PROXIES",
+    "PredictorSampler",
     "ProxyObjective",
     "Sandwich",
     "SearchResult",
@@ -55,6 +58,7 @@ __all__ = [
     "SubnetObjective",
     "Supernet",
     "SupernetCallback",
+    "TabNASSampler",
     "TorchmetricsEvaluator",
     "TrainingStrategy",
     "TrialPruning",
