@@ -168,9 +168,7 @@ def fine_tune(spec: RunSpec, data, tokenizer, batch_size: int, seed: int) -> Run
             loss_ema = v if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * v
         epoch_seconds.append(time.perf_counter() - t0)
         epoch_cpu_seconds.append(time.process_time() - c0)
-    acc, eval_s = evaluate(
-        model, tokenizer, data.test_texts, data.test_labels, spec.max_length, spec.fixed_padding
-    )
+    acc, eval_s = evaluate(model, tokenizer, data.test_texts, data.test_labels, spec.max_length, spec.fixed_padding)
     return RunResult(
         spec=spec,
         test_accuracy=acc,
@@ -200,12 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     data = load_text_classification("rotten_tomatoes", max_test=256 if args.quick else args.max_test)
     tokenizer = AutoTokenizer.from_pretrained(minilm_model_dir())
 
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch_size}, "
-          f"seed={args.seed}, train pool={len(data.train_texts)}, test={len(data.test_texts)}")
+    print(
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch_size}, "
+        f"seed={args.seed}, train pool={len(data.train_texts)}, test={len(data.test_texts)}"
+    )
     every = data.train_texts + data.test_texts
     lengths = sorted(len(ids) for ids in tokenizer(every, truncation=False)["input_ids"])
-    print(f"tokens/example (incl. [CLS]/[SEP]): mean={sum(lengths) / len(lengths):.1f} "
-          f"median={lengths[len(lengths) // 2]} p99={lengths[int(0.99 * len(lengths))]} max={lengths[-1]}")
+    print(
+        f"tokens/example (incl. [CLS]/[SEP]): mean={sum(lengths) / len(lengths):.1f} "
+        f"median={lengths[len(lengths) // 2]} p99={lengths[int(0.99 * len(lengths))]} max={lengths[-1]}"
+    )
     print("| max_length | examples truncated | tokens dropped |")
     print("|---|---|---|")
     for L in (128, 64, 48, 32):
@@ -219,18 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = fine_tune(spec, data, tokenizer, args.batch_size, args.seed)
         results.append(res)
-        print(f"done {spec.label()}: acc={res.test_accuracy:.4f} total={time.perf_counter() - t0:.0f}s "
-              f"loadavg(1m)={os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"done {spec.label()}: acc={res.test_accuracy:.4f} total={time.perf_counter() - t0:.0f}s "
+            f"loadavg(1m)={os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
     print("\nwall = elapsed seconds; cpu = process CPU seconds (all threads), less sensitive to other load")
-    print("| run | test acc | wall s/epoch | cpu s/epoch | wall s/epoch per 1k ex | train tok/s | eval s (ex/s) | train loss |")
+    columns = ["run", "test acc", "wall s/epoch", "cpu s/epoch", "wall s/epoch per 1k ex", "train tok/s"]
+    print("| " + " | ".join([*columns, "eval s (ex/s)", "train loss"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         sec = sum(r.epoch_seconds) / len(r.epoch_seconds)
         cpu = sum(r.epoch_cpu_seconds) / len(r.epoch_cpu_seconds)
-        print(f"| {r.spec.label()} | {r.test_accuracy:.4f} | {sec:.1f} | {cpu:.1f} | {1000 * sec / r.spec.n_train:.1f} | "
-              f"{r.train_tokens_per_s:.0f} | {r.eval_seconds:.1f} ({r.eval_examples_per_s:.0f}) | "
-              f"{r.final_train_loss:.3f} |")
+        print(
+            f"| {r.spec.label()} | {r.test_accuracy:.4f} | {sec:.1f} | {cpu:.1f} | {1000 * sec / r.spec.n_train:.1f} | "
+            f"{r.train_tokens_per_s:.0f} | {r.eval_seconds:.1f} ({r.eval_examples_per_s:.0f}) | "
+            f"{r.final_train_loss:.3f} |"
+        )
     return 0
 
 
