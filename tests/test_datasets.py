@@ -15,12 +15,12 @@ import pytest
 
 from lightning_nas.datasets import (
     TextClassificationData,
+    _pretrained,
     available_text_datasets,
     load_text_classification,
     minilm_model_dir,
     train_validation_split,
 )
-from lightning_nas.datasets import _pretrained
 
 
 @pytest.fixture(scope="module")
