@@ -55,7 +55,7 @@ latency of the saved models without training anything.
 
 Usage::
 
-    python benchmarks/minilm_compress.py                   # full run, ~30-40 min on an idle 2-core CPU
+    python benchmarks/minilm_compress.py                   # full run, ~21 min on a quiet 2-core CPU
     python benchmarks/minilm_compress.py --quick           # pipeline check, a few minutes, numbers meaningless
     python benchmarks/minilm_compress.py --timing-only     # re-measure latency from nas_runs/minilm_bench
     python benchmarks/minilm_compress.py --budgets 0.5 --trials 10 --out nas_runs/minilm_half
@@ -63,7 +63,7 @@ Usage::
     python benchmarks/minilm_compress.py --elastic-depth --out nas_runs/minilm_bench_depth \\
         --baselines-from nas_runs/minilm_bench
 
-Needs ``torch-pruning`` for the baseline (``pip install torch-pruning``).
+Needs ``torch-pruning`` for the baseline (the ``bench`` extra: ``pip install 'lightning-nas[bench]'``).
 """
 
 from __future__ import annotations
