@@ -90,7 +90,6 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 import torchmetrics  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 try:
     import lightning_nas  # noqa: F401
@@ -99,7 +98,7 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
 
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import TextClassifier, TextDataModule, encoder_params  # noqa: E402
+from lightning_nas.compress import TextClassifier, TextDataModule, encoder_params, evaluate_accuracy  # noqa: E402
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
@@ -249,18 +248,6 @@ def fine_tune(module: TextClassifier, datamodule: TextDataModule, config: BenchC
     }
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    """Accuracy of a Hugging Face classifier on a loader of tokenised batches."""
-    correct = total = 0
-    model.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
-            total += len(batch["labels"])
-    return correct / total
-
-
 def dense_encoder_params(model: nn.Module) -> int:
     """Parameters outside ``nn.Embedding`` modules (what :func:`encoder_params` counts on a supernet)."""
     embedding = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
@@ -292,7 +279,7 @@ def run_reference(results: Results, out: Path, data: Data, tokenizer: Any, confi
     datamodule = make_datamodule(tokenizer, data, config)
     module = new_classifier(data, config)
     record = fine_tune(module, datamodule, config, [])
-    record["test_acc"] = evaluate(module.model, datamodule.test_dataloader())
+    record["test_acc"] = evaluate_accuracy(module.model, datamodule.test_dataloader())
     module.model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     record["path"] = str(path)
@@ -425,7 +412,7 @@ def run_instatune(results: Results, out: Path, data: Data, tokenizer: Any, confi
             "encoder_params": encoder_params(supernet, arch),
             "search_s": search_s,
             "evaluated": sum(t.state.name == "COMPLETE" for t in result.study.trials),
-            "test_acc": evaluate(exported, test_loader),
+            "test_acc": evaluate_accuracy(exported, test_loader),
             "path": str(path),
         }
         if dense_encoder_params(exported) != record["encoder_params"]:
@@ -561,7 +548,7 @@ def run_prune(results: Results, out: Path, data: Data, tokenizer: Any, config: B
         record.update(widths)
         record["prune_s"] = prune_s
         record["encoder_params"] = dense_encoder_params(module.model)
-        record["test_acc"] = evaluate(module.model, datamodule.test_dataloader())
+        record["test_acc"] = evaluate_accuracy(module.model, datamodule.test_dataloader())
         torch.save(module.model, path)
         record["path"] = str(path)
         results.data["prune"][key] = record

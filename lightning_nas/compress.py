@@ -28,7 +28,7 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-__all__ = ["CompressionReport", "TextClassifier", "TextDataModule", "compress", "encoder_params"]
+__all__ = ["CompressionReport", "TextClassifier", "TextDataModule", "compress", "encoder_params", "evaluate_accuracy"]
 
 
 class TextClassifier(L.LightningModule):
@@ -179,7 +179,8 @@ class CompressionReport:
         return format_table(header, body)
 
 
-def _evaluate(model: nn.Module, loader: DataLoader) -> float:
+def evaluate_accuracy(model: nn.Module, loader: DataLoader) -> float:
+    """Accuracy of a Hugging Face sequence classifier on a loader of tokenised, labelled batches."""
     correct = total = 0
     model.eval()
     with torch.inference_mode():
@@ -309,7 +310,7 @@ def compress(
                 "model": name,
                 "params": count_params(model),
                 "encoder_params": encoder_params(supernet, arch),
-                "test_acc": _evaluate(model, test_loader),
+                "test_acc": evaluate_accuracy(model, test_loader),
                 "latency_b32_ms": measure_latency(model, examples[32], repeats=5) * 1e3,
                 "latency_b1_ms": measure_latency(model, examples[1], repeats=20) * 1e3,
                 "size_mb": directory_size(Path(path) / "model.safetensors") / 2**20,
