@@ -39,6 +39,9 @@ def _compress(args: argparse.Namespace) -> int:
         lr=args.lr,
         max_train=args.max_train,
         strategy=args.strategy,
+        per_layer=args.per_layer,
+        elastic_hidden=args.elastic_hidden,
+        elastic_depth=args.elastic_depth,
         seed=args.seed,
     )
     print("\n" + report.table())
@@ -86,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--lr", type=float, default=1e-4)
     compress.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
     compress.add_argument("--strategy", default="instatune", choices=["instatune", "sandwich", "spos"])
+    compress.add_argument("--per-layer", action="store_true", help="one heads/FFN width per layer (larger space)")
+    compress.add_argument("--elastic-hidden", action="store_true", help="also shrink the hidden size")
+    compress.add_argument("--elastic-depth", action="store_true", help="also drop layers")
     compress.add_argument("--seed", type=int, default=0)
     compress.set_defaults(run=_compress)
 

@@ -1,12 +1,12 @@
 """Compress a pretrained Hugging Face encoder for text classification (``lightning-nas compress``).
 
 The pretrained model becomes elastic while it is fine-tuned on the user's task (InstaTune):
-heads, neurons and hidden channels are first sorted by importance so every sub-network keeps the
+each layer's heads and FFN neurons are first sorted by importance so every sub-network keeps the
 part worth keeping, then each step trains the full model on labels and one random sub-network
-distilled from it. An Optuna study then searches sub-networks (accuracy vs parameters vs the
-measured latency of the extracted model) under a budget on the encoder's parameters, and the
-best one is written with ``save_pretrained`` so that ``AutoModelForSequenceClassification``
-reloads it.
+within the budget, distilled from it. An Optuna study then searches sub-networks (accuracy vs
+parameters vs the measured latency of the extracted model) under the budget on the encoder's
+parameters, and the best one is written with ``save_pretrained`` so that
+``AutoModelForSequenceClassification`` reloads it.
 
 :class:`TextClassifier` and :class:`TextDataModule` are ordinary Lightning code; all the NAS comes
 from the two callbacks in :func:`compress`.
@@ -28,7 +28,18 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-__all__ = ["CompressionReport", "TextClassifier", "TextDataModule", "compress", "encoder_params", "evaluate_accuracy"]
+__all__ = [
+    "WIDTH_FRACTIONS",
+    "CompressionReport",
+    "TextClassifier",
+    "TextDataModule",
+    "compress",
+    "encoder_params",
+    "evaluate_accuracy",
+]
+
+#: Default width choices of :func:`compress`: 1/4 to all of each width in steps of 1/24.
+WIDTH_FRACTIONS = tuple(k / 24 for k in range(6, 25))
 
 
 class TextClassifier(L.LightningModule):
@@ -152,6 +163,12 @@ def _is_embedding(name: str, module: nn.Module) -> bool:
     return isinstance(module, nn.Embedding)
 
 
+def _dense_encoder_params(model: nn.Module) -> int:
+    """:func:`encoder_params` of a plain model: its parameters outside ``nn.Embedding`` modules."""
+    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+
+
 @dataclass
 class CompressionReport:
     """Before/after figures of :func:`compress`."""
@@ -206,6 +223,10 @@ def compress(
     max_test: int | None = None,
     importance_batches: int = 8,
     strategy: str = "instatune",
+    per_layer: bool = False,
+    elastic_hidden: bool = False,
+    elastic_depth: bool = False,
+    width_fractions: Sequence[float] = WIDTH_FRACTIONS,
     seed: int = 0,
     limit_train_batches: int | float | None = None,
 ) -> CompressionReport:
@@ -226,7 +247,17 @@ def compress(
         max_train: Use at most this many training texts (``None``: all).
         max_test: Use at most this many test texts.
         importance_batches: Training batches used to sort heads/neurons by importance (0: off).
-        strategy: Supernet training strategy (``"instatune"``, ``"sandwich"``, ``"spos"``).
+        strategy: Supernet training strategy (``"instatune"``, ``"sandwich"``, ``"spos"``). Its
+            random sub-networks are drawn only among those within the budget: the others are
+            never exported, so training them would be wasted.
+        per_layer: One heads and one FFN width per layer instead of one for all layers (a far
+            larger space; the exports then need ``import lightning_nas`` to reload).
+        elastic_hidden: Also shrink the hidden size (embeddings, every projection). Off by
+            default: on MiniLM it costs more accuracy per parameter than heads and FFN neurons.
+        elastic_depth: Also drop layers. Off by default: a model pretrained for mean pooling,
+            such as all-MiniLM-L6-v2, has a nearly constant [CLS] token before its last layer.
+        width_fractions: Choices of every width as fractions of the original (default: steps
+            of 1/24 from 1/4, so FFN widths of MiniLM in steps of 64 neurons).
         seed: Seed of data order, sampling and search.
         limit_train_batches: Passed to the Trainer (for quick runs).
 
@@ -263,14 +294,30 @@ def compress(
         if importance_batches:
             reorder_by_importance(supernet, datamodule.train_dataloader(), max_batches=importance_batches)
 
-    supernet_callback = SupernetCallback(strategy=strategy, module="model", prepare=prepare, seed=seed)
+    def encoder_cost(arch: dict[str, int]) -> float:
+        return encoder_params(supernet_callback.supernet, arch)
+
+    budget = max_encoder_params * _dense_encoder_params(module.model)
+    supernet_callback = SupernetCallback(
+        strategy=strategy,
+        module="model",
+        prepare=prepare,
+        seed=seed,
+        limits={"encoder_params": budget},
+        costs={"encoder_params": encoder_cost},
+        adapter_options={
+            "per_layer": per_layer,
+            "hidden": elastic_hidden,
+            "depth": elastic_depth,
+            "width_fractions": tuple(width_fractions),
+        },
+    )
     supernet_callback.build(module)
     supernet = supernet_callback.supernet
-    budget = max_encoder_params * encoder_params(supernet, supernet.max_arch())
     search = OneShotSearch(
         metric="val_acc",
         objectives=("params", "latency"),
-        costs={"encoder_params": functools.partial(encoder_params, supernet)},
+        costs={"encoder_params": encoder_cost},
         limits={"encoder_params": budget},
         n_trials=n_trials,
         storage=f"sqlite:///{out / 'nas.db'}",

@@ -12,7 +12,9 @@ model an adapter understands, Hugging Face or generic:
   summed over every weight of the unit, in every layer the width couples.
 
 :func:`reorder` then permutes each width: every axis of the width's layout gets the same
-permutation, so the full model computes exactly what it computed before.
+permutation, so the full model computes exactly what it computed before. A width that the plan
+splits into independent groups (one FFN size shared by all layers of a transformer) is scored and
+sorted group by group: each layer keeps its own best units.
 
 Example:
     >>> import torch
@@ -73,19 +75,20 @@ def compute_importance(
         max_batches: Stop after that many batches (``None``: all).
 
     Returns:
-        ``{dimension: scores}``, one score per unit, higher is more important.
+        ``{dimension: scores}``, one score per unit, higher is more important; a dimension with
+        ``G`` independent groups in the plan (see :class:`~lightning_nas.adapters.ElasticPlan`)
+        gets a ``(G, units)`` tensor, one row per group.
     """
     names = _width_dims(supernet, dims)
     loss_fn = loss_fn or _default_loss
     model = supernet.model
     device = next(model.parameters()).device
-    gated = {
-        n: _consumers(supernet, n) for n in names if method == "gate" or (method == "auto" and _is_grouped(supernet, n))
-    }
-    gated = {n: consumers for n, consumers in gated.items() if consumers}  # no reader: Taylor scores
-    taylor = {n: _axes(supernet, n) for n in names if n not in gated}
-    scores = {n: torch.zeros(supernet.plan.dimensions[n].size, dtype=torch.float64) for n in names}
-    gates = {n: torch.ones(supernet.plan.dimensions[n].size, device=device, requires_grad=True) for n in gated}
+    groups = {n: _groups(supernet, n) for n in names}
+    gated = {n: groups[n] for n in names if method == "gate" or (method == "auto" and _is_grouped(supernet, n))}
+    gated = {n: parts for n, parts in gated.items() if any(_readers(axes) for axes in parts)}  # else Taylor
+    sizes = {n: (len(groups[n]), supernet.plan.dimensions[n].size) for n in names}
+    scores = {n: torch.zeros(sizes[n], dtype=torch.float64) for n in names}
+    gates = {n: torch.ones(sizes[n], device=device, requires_grad=True) for n in gated}
     with supernet.use(None), eval_mode(model), _trainable(model), _gated_inputs(gated, gates):
         for count, batch in enumerate(batches, start=1):
             model.zero_grad(set_to_none=True)
@@ -93,12 +96,14 @@ def compute_importance(
             for name, gate in gates.items():
                 scores[name] += gate.grad.detach().abs().double().cpu()
                 gate.grad = None
-            for name, axes in taylor.items():
-                scores[name] += _taylor(axes, name, scores[name].numel())
+            for name in names:
+                if name not in gated:
+                    for row, axes in enumerate(groups[name]):
+                        scores[name][row] += _taylor(axes, name, sizes[name][1])
             if max_batches is not None and count >= max_batches:
                 break
         model.zero_grad(set_to_none=True)
-    return {name: score.float() for name, score in scores.items()}
+    return {name: (score[0] if len(score) == 1 else score).float() for name, score in scores.items()}
 
 
 def reorder(supernet: Supernet, importance: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -109,24 +114,32 @@ def reorder(supernet: Supernet, importance: Mapping[str, Tensor]) -> dict[str, T
 
     Args:
         supernet: The supernet whose model is permuted.
-        importance: ``{dimension: scores}`` as from :func:`compute_importance`.
+        importance: ``{dimension: scores}`` as from :func:`compute_importance` (one row per
+            group for a dimension with independent groups, or one row used for all of them).
 
     Returns:
-        ``{dimension: permutation}``: the unit now at position ``i`` was unit ``permutation[i]``.
+        ``{dimension: permutation}`` shaped like the scores: the unit now at position ``i`` (of
+        a group) was unit ``permutation[i]`` (of ``permutation[group, i]``).
     """
     _width_dims(supernet, list(importance))
     permutations = {}
     with supernet.use(None), torch.no_grad():
         for name, score in importance.items():
-            permutation = torch.argsort(score.detach().cpu(), descending=True, stable=True)
+            groups = _groups(supernet, name)
+            rows = score.detach().cpu().reshape(-1, score.shape[-1])
+            if len(rows) not in (1, len(groups)):
+                raise ValueError(f"importance of {name!r} has {len(rows)} rows; its plan has {len(groups)} groups")
+            order = torch.argsort(rows, dim=-1, descending=True, stable=True)
             done: set[tuple[int, int]] = set()  # (tensor, axis): tied weights are permuted once
-            for module, role, layout in _axes(supernet, name):
-                index = _axis_index(layout, name, permutation)
-                for tensor, axis in _tensor_axes(module, role):
-                    if (id(tensor), axis) not in done:
-                        done.add((id(tensor), axis))
-                        tensor.copy_(tensor.index_select(axis, index.to(tensor.device)))
-            permutations[name] = permutation
+            for row, axes in enumerate(groups):
+                permutation = order[row if len(order) > 1 else 0]
+                for module, role, layout in axes:
+                    index = _axis_index(layout, name, permutation)
+                    for tensor, axis in _tensor_axes(module, role):
+                        if (id(tensor), axis) not in done:
+                            done.add((id(tensor), axis))
+                            tensor.copy_(tensor.index_select(axis, index.to(tensor.device)))
+            permutations[name] = order.reshape(score.shape)
     return permutations
 
 
@@ -137,7 +150,7 @@ def reorder_by_importance(supernet: Supernet, batches: Iterable[Any], **options:
     """
     importance = compute_importance(supernet, batches, **options)
     permutations = reorder(supernet, importance)
-    return {name: importance[name][permutation] for name, permutation in permutations.items()}
+    return {name: importance[name].gather(-1, permutation) for name, permutation in permutations.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,12 +175,31 @@ def _default_loss(model: nn.Module, batch: Any) -> Tensor:
     raise TypeError(f"cannot tell the loss of a {type(batch).__name__} batch; pass `loss_fn=lambda model, batch: ...`")
 
 
-def _axes(supernet: Supernet, name: str) -> list[tuple[nn.Module, str, tuple[Segment, ...]]]:
+Axis = tuple[nn.Module, str, tuple[Segment, ...]]
+
+
+def _axes(supernet: Supernet, name: str) -> list[Axis]:
     return [
         (supernet.model.get_submodule(path), role, layout)
         for (path, role), layout in supernet.plan.layouts.items()
         if any(segment.dim == name for segment in layout)
     ]
+
+
+def _groups(supernet: Supernet, name: str) -> list[list[Axis]]:
+    """The axes of a width, split into the plan's independently ordered groups."""
+    parts = supernet.plan.groups.get(name)
+    if not parts:
+        return [_axes(supernet, name)]
+    layouts = supernet.plan.layouts
+    return [
+        [(supernet.model.get_submodule(path), role, layouts[(path, role)]) for path, role in keys] for keys in parts
+    ]
+
+
+def _readers(axes: list[Axis]) -> list[tuple[nn.Module, tuple[Segment, ...]]]:
+    """Modules that read the width on their input, with the input's layout."""
+    return [(module, layout) for module, role, layout in axes if role == "in"]
 
 
 def _is_grouped(supernet: Supernet, name: str) -> bool:
@@ -179,11 +211,6 @@ def _is_grouped(supernet: Supernet, name: str) -> bool:
         for segment in layout
         if segment.dim == name
     )
-
-
-def _consumers(supernet: Supernet, name: str) -> list[tuple[nn.Module, tuple[Segment, ...]]]:
-    """Modules that read the width on their input, with the input's layout."""
-    return [(module, layout) for module, role, layout in _axes(supernet, name) if role == "in"]
 
 
 def _axis_index(layout: tuple[Segment, ...], name: str, permutation: Tensor) -> Tensor:
@@ -219,7 +246,7 @@ def _tensor_axes(module: nn.Module, role: str) -> list[tuple[Tensor, int]]:
     return found
 
 
-def _taylor(axes: list[tuple[nn.Module, str, tuple[Segment, ...]]], name: str, units: int) -> Tensor:
+def _taylor(axes: list[Axis], name: str, units: int) -> Tensor:
     """Sum of ``|w * grad|`` over the weights of each unit of ``name``, this batch."""
     total = torch.zeros(units, dtype=torch.float64)
     done: set[tuple[int, int]] = set()
@@ -253,14 +280,13 @@ def _trainable(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _gated_inputs(
-    consumers: Mapping[str, list[tuple[nn.Module, tuple[Segment, ...]]]], gates: Mapping[str, Tensor]
-) -> Iterator[None]:
-    """Multiply the inputs of the consumers of each gated width by its gate, unit by unit."""
+def _gated_inputs(groups: Mapping[str, list[list[Axis]]], gates: Mapping[str, Tensor]) -> Iterator[None]:
+    """Multiply the inputs of the readers of each gated width by its gate (a row per group), unit by unit."""
     handles = []
-    for name, modules in consumers.items():
-        for module, layout in modules:
-            handles.append(module.register_forward_pre_hook(_gate_hook(gates[name], name, layout, module)))
+    for name, parts in groups.items():
+        for row, axes in enumerate(parts):
+            for module, layout in _readers(axes):
+                handles.append(module.register_forward_pre_hook(_gate_hook(gates[name][row], name, layout, module)))
     try:
         yield
     finally:

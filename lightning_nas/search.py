@@ -40,6 +40,7 @@ __all__ = [
     "enforce_limits",
     "one_shot_search",
     "record_costs",
+    "resolve_limits",
     "search_result",
 ]
 
@@ -133,6 +134,26 @@ def cost_functions(
     }
     functions.update(extra or {})
     return functions
+
+
+def resolve_limits(supernet: Supernet, limits: Mapping[str, float | None]) -> dict[str, float]:
+    """Absolute limits: ``None`` dropped, a float in (0, 1] on ``params`` / ``flops`` taken as a
+    fraction of the full network's.
+
+    Example:
+        >>> import torch
+        >>> net = Supernet(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)),
+        ...                example_input=torch.randn(1, 4))
+        >>> resolve_limits(net, {"params": 0.5, "flops": None, "latency": 2.0})
+        {'params': 29.0, 'latency': 2.0}
+    """
+    resolved = {name: value for name, value in limits.items() if value is not None}
+    full = {"params": supernet.num_params, "flops": supernet.flops}
+    for name, count in full.items():
+        value = resolved.get(name)
+        if isinstance(value, float) and 0 < value <= 1:
+            resolved[name] = value * count(supernet.max_arch())
+    return resolved
 
 
 def check_feasible(supernet: Supernet, limits: Mapping[str, float | None], costs: Mapping[str, CostFunction]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -226,11 +226,33 @@ class SearchSpace(Mapping[str, Dimension]):
     def min_arch(self) -> Arch:
         return {n: d.min for n, d in self._dims.items()}
 
-    def sample(self, rng: random.Random | int | None = None) -> Arch:
-        """A uniformly random architecture (each dimension drawn independently)."""
+    def sample(
+        self,
+        rng: random.Random | int | None = None,
+        where: Callable[[Arch], bool] | None = None,
+        max_draws: int = 10_000,
+    ) -> Arch:
+        """A uniformly random architecture (each dimension drawn independently).
+
+        Args:
+            rng: Random generator or seed.
+            where: Keep drawing until ``where(arch)`` holds (uniform over the architectures that
+                satisfy it, by rejection).
+            max_draws: Give up after this many rejected draws with a ``ValueError``.
+
+        Example:
+            >>> space = SearchSpace({"a": [1, 2, 3], "b": [1, 2, 3]})
+            >>> arch = space.sample(0, where=lambda arch: arch["a"] + arch["b"] <= 3)
+            >>> arch["a"] + arch["b"] <= 3
+            True
+        """
         if not isinstance(rng, random.Random):
             rng = random.Random(rng)
-        return {n: rng.choice(d.choices) for n, d in self._dims.items()}
+        for _ in range(max_draws if where is not None else 1):
+            arch = {n: rng.choice(d.choices) for n, d in self._dims.items()}
+            if where is None or where(arch):
+                return arch
+        raise ValueError(f"no architecture satisfying {where!r} in {max_draws:,} random draws from {self!r}")
 
     def validate(self, arch: Mapping[str, Any], partial: bool = False) -> Arch:
         """Check ``arch`` against the space and return it as a plain ``dict`` of ints.

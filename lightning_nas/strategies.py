@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch.nn.functional as F
@@ -35,8 +36,14 @@ class TrainingStrategy(ABC):
     teacher_is_full: bool = False
 
     @abstractmethod
-    def sample(self, space: SearchSpace, rng: random.Random) -> tuple[Arch, list[Arch]]:
-        """Return the teacher (trained on labels) and the students (trained by distillation)."""
+    def sample(
+        self, space: SearchSpace, rng: random.Random, where: Callable[[Arch], bool] | None = None
+    ) -> tuple[Arch, list[Arch]]:
+        """Return the teacher (trained on labels) and the students (trained by distillation).
+
+        Randomly drawn architectures satisfy ``where`` when it is given (e.g. a deployment
+        budget: there is no point training sub-networks that the search may never export).
+        """
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -65,8 +72,10 @@ class Sandwich(TrainingStrategy):
         self.num_random = num_random
         self.include_min = include_min
 
-    def sample(self, space: SearchSpace, rng: random.Random) -> tuple[Arch, list[Arch]]:
-        students = [space.sample(rng) for _ in range(self.num_random)]
+    def sample(
+        self, space: SearchSpace, rng: random.Random, where: Callable[[Arch], bool] | None = None
+    ) -> tuple[Arch, list[Arch]]:
+        students = [space.sample(rng, where) for _ in range(self.num_random)]
         if self.include_min:
             students.append(space.min_arch())
         return space.max_arch(), students
@@ -90,8 +99,10 @@ class SinglePath(TrainingStrategy):
         []
     """
 
-    def sample(self, space: SearchSpace, rng: random.Random) -> tuple[Arch, list[Arch]]:
-        return space.sample(rng), []
+    def sample(
+        self, space: SearchSpace, rng: random.Random, where: Callable[[Arch], bool] | None = None
+    ) -> tuple[Arch, list[Arch]]:
+        return space.sample(rng, where), []
 
 
 _BY_NAME: dict[str, type[TrainingStrategy]] = {

@@ -184,3 +184,43 @@ def test_spos_validation_uses_recalibrated_statistics(tmp_path) -> None:
     snapshot = bn.running_mean.clone()
     trainer.validate(module, DigitsDataModule(), verbose=False)
     torch.testing.assert_close(bn.running_mean, snapshot)  # restored after validation
+
+
+class RecordingSandwich(Sandwich):
+    """The sandwich rule, remembering every student it drew."""
+
+    def __init__(self) -> None:
+        super().__init__(num_random=2)
+        self.students: list[dict[str, int]] = []
+
+    def sample(self, space, rng, where=None):
+        teacher, students = super().sample(space, rng, where)
+        self.students.extend(students)
+        return teacher, students
+
+
+def test_limits_train_only_students_the_search_may_export(tmp_path) -> None:
+    probe = SupernetCallback(module="model")
+    probe.build(_module())
+    net = probe.supernet
+    limit = 0.2 * net.num_params(net.max_arch())
+    strategy = RecordingSandwich()
+    callback = SupernetCallback(strategy=strategy, module="model", limits={"params": 0.2})  # a fraction
+    _trainer(tmp_path, [callback], limit_val_batches=0).fit(_module(), DigitsDataModule())
+    supernet = callback.supernet
+    assert len(strategy.students) == 4 * 3
+    assert all(supernet.num_params(arch) <= limit for arch in strategy.students)
+    assert any(arch != supernet.min_arch() for arch in strategy.students)
+    # Without the limit most random draws would be over it.
+    unlimited = [net.sample_arch(seed) for seed in range(50)]
+    assert sum(net.num_params(arch) > limit for arch in unlimited) > 25
+
+
+def test_impossible_or_unknown_limits_fail_before_training(tmp_path) -> None:
+    for limits, match in (({"params": 10}, "no architecture can meet"), ({"energy": 1.0}, "unknown limits")):
+        module = _module()
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        callback = SupernetCallback(module="model", limits=limits)
+        with pytest.raises(MisconfigurationException, match=match):
+            _trainer(tmp_path, [callback]).fit(module, DigitsDataModule())
+        assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())

@@ -31,7 +31,12 @@ def tiny_bert_dir(tmp_path):
     return path
 
 
-def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "space",
+    [{}, {"per_layer": True, "elastic_hidden": True, "elastic_depth": True}],
+    ids=["global-heads-ffn", "per-layer-hidden-depth"],
+)
+def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_path, space) -> None:
     out = tmp_path / "out"
     report = compress(
         tiny_bert_dir,
@@ -44,6 +49,7 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
         limit_train_batches=3,
         importance_batches=2,
         max_encoder_params=0.6,
+        **space,
     )
     original, compressed = report.rows
     assert compressed["encoder_params"] <= 0.6 * original["encoder_params"]
@@ -57,6 +63,11 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
     assert study.metric_names == ["val_acc", "params", "latency"]
     evaluated = [t for t in study.trials if not is_rejection(t)]
     assert len(evaluated) == 6 and all("encoder_params" in t.user_attrs for t in evaluated)
+    searched = set(evaluated[0].params)
+    if space:
+        assert {"hidden", "depth", "layers.0.heads", "layers.1.ffn"} <= searched
+    else:  # one heads and one FFN width for all layers: a stock BertConfig describes every export
+        assert searched == {"heads", "ffn"}
     assert "compressed" in report.table()
 
 

@@ -48,6 +48,7 @@ def test_documented_sizes_and_labels(rt: TextClassificationData) -> None:
 def test_split_is_fixed_and_deterministic(rt: TextClassificationData) -> None:
     again = load_text_classification("rotten_tomatoes")
     assert again == rt
+
     # Pin the exact content/order of the split, not just its sizes.
     def digest(texts: list[str]) -> str:
         return hashlib.sha256("\n".join(texts).encode()).hexdigest()
@@ -137,9 +138,7 @@ def test_minilm_dir_loads_offline() -> None:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", _OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", _OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["path"] == str(path)

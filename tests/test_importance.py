@@ -104,3 +104,42 @@ def test_bad_requests_fail_clearly() -> None:
         compute_importance(net, [], dims=["nope"])
     with pytest.raises(TypeError, match="loss_fn"):
         compute_importance(net, [torch.randn(4, 10)])
+
+
+@pytest.mark.parametrize("name", ["bert", "qwen3"])
+def test_a_global_width_is_sorted_layer_by_layer(hf: object, name: str) -> None:
+    """One ``heads`` / ``ffn`` value for all layers still lets each layer keep its own best units."""
+    from tests.test_hf_adapters import tiny_inputs, tiny_supernet
+
+    net = tiny_supernet(name, per_layer=False, hidden=False, depth=False)
+    layers = len(net.plan.groups["ffn"])
+    assert layers > 1 and len(net.plan.groups["heads"]) == layers
+    inputs = tiny_inputs(batch=4)
+    labels = torch.tensor([0, 1, 0, 1]) if name == "bert" else inputs["input_ids"]
+    batches = [{**inputs, "labels": labels}]
+    importance = compute_importance(net, batches)
+    assert importance["ffn"].shape == (layers, net.space["ffn"].size)
+    assert importance["heads"].shape == (layers, net.space["heads"].size)
+    # The layers disagree on which units matter, so one shared order would be wrong for some.
+    orders = importance["ffn"].argsort(dim=-1, descending=True)
+    assert len({tuple(row[:4].tolist()) for row in orders}) > 1
+    _assert_reorder_preserves_outputs(net, batches, lambda m: m(**inputs)[0])  # sorted row by row
+    arch = {"heads": net.space["heads"].choices[0], "ffn": net.space["ffn"].choices[0]}
+    with net.use(arch), torch.no_grad():
+        reference = net.model(**inputs)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(net.extract(arch).eval()(**inputs)[0], reference, atol=1e-5, rtol=0)
+
+
+def test_one_row_of_scores_orders_every_group_alike(hf: object) -> None:
+    from tests.test_hf_adapters import tiny_inputs, tiny_supernet
+
+    net = tiny_supernet("bert", per_layer=False, hidden=False, depth=False)
+    inputs = tiny_inputs(batch=2)
+    before = net.model(**inputs)[0].detach()
+    size = net.space["ffn"].size
+    permutation = reorder(net, {"ffn": torch.arange(size, dtype=torch.float)})["ffn"]
+    assert permutation.tolist() == list(range(size))[::-1]
+    torch.testing.assert_close(net.model(**inputs)[0].detach(), before, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="rows"):
+        reorder(net, {"ffn": torch.zeros(len(net.plan.groups["ffn"]) + 1, size)})

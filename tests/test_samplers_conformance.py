@@ -27,9 +27,7 @@ def always_feasible(params: dict) -> list[float]:
 DECLARED = {"unused_width": IntDistribution(1, 4)}
 
 
-class TestConstrainedSampler(
-    BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase
-):
+class TestConstrainedSampler(BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase):
     @pytest.fixture(params=["tpe", "random"])
     def sampler(self, request: pytest.FixtureRequest) -> Callable[[], BaseSampler]:
         def make() -> BaseSampler:
@@ -51,9 +49,7 @@ class TestTabNASSampler(BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnl
         return lambda: TabNASSampler(DECLARED, always_feasible, n_mc_samples=16, seed=0)
 
 
-class TestPredictorSampler(
-    BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase
-):
+class TestPredictorSampler(BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase):
     @pytest.fixture
     def sampler(self) -> Callable[[], BaseSampler]:
         # One startup trial, so that the suites exercise the predictor on every distribution.

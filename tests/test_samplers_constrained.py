@@ -49,8 +49,7 @@ def objective(trial: optuna.Trial) -> float:
 
 
 ALL_ARCHS = [
-    dict(zip(SPACE, values))
-    for values in itertools.product(range(16, 129, 16), range(16, 129, 16), range(1, 5))
+    dict(zip(SPACE, values)) for values in itertools.product(range(16, 129, 16), range(16, 129, 16), range(1, 5))
 ]
 FEASIBLE = [a for a in ALL_ARCHS if params_limit(a) <= 0]
 

@@ -13,9 +13,7 @@ import pytest
 
 import lightning_nas.samplers as samplers
 
-PUBLIC_CLASSES = [
-    name for name in samplers.__all__ if inspect.isclass(getattr(samplers, name))
-]
+PUBLIC_CLASSES = [name for name in samplers.__all__ if inspect.isclass(getattr(samplers, name))]
 
 
 def blocks(doc: str, directive: str) -> list[str]:
@@ -48,9 +46,7 @@ def test_docstring_example_runs(name: str) -> None:
         exec(compile(codes[0], f"<{name} example>", "exec"), {})
     for expected in blocks(doc, "testoutput"):
         checker = doctest.OutputChecker()
-        assert checker.check_output(expected + "\n", stdout.getvalue(), doctest.ELLIPSIS), (
-            stdout.getvalue()
-        )
+        assert checker.check_output(expected + "\n", stdout.getvalue(), doctest.ELLIPSIS), stdout.getvalue()
 
 
 def test_all_is_complete() -> None:

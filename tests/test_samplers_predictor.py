@@ -67,9 +67,7 @@ def queries_to_best(sampler: optuna.samplers.BaseSampler, cap: int = 60) -> int 
 
 
 def test_predictor_ranks_unseen_architectures() -> None:
-    X = np.eye(len(OPS))[[[OPS.index(a[n]) for n in SPACE] for a in ALL_ARCHS]].reshape(
-        len(ALL_ARCHS), -1
-    )
+    X = np.eye(len(OPS))[[[OPS.index(a[n]) for n in SPACE] for a in ALL_ARCHS]].reshape(len(ALL_ARCHS), -1)
     y = np.array([accuracy(a) for a in ALL_ARCHS])
     train = np.random.default_rng(0).permutation(len(y))[:100]
     test = np.setdiff1d(np.arange(len(y)), train)

@@ -36,9 +36,7 @@ def objective(trial: optuna.Trial) -> float:
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "constrained-tpe":
-        return ConstrainedSampler(
-            optuna.samplers.TPESampler(seed=seed), params_limit, SPACE, seed=seed
-        )
+        return ConstrainedSampler(optuna.samplers.TPESampler(seed=seed), params_limit, SPACE, seed=seed)
     if name == "tabnas":
         return TabNASSampler(SPACE, params_limit, seed=seed)
     return PredictorSampler(
@@ -64,9 +62,7 @@ def check_feasible(study: optuna.Study) -> None:
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_resume_from_sqlite(name: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    study = optuna.create_study(
-        storage=url, study_name="s", direction="maximize", sampler=make_sampler(name, 0)
-    )
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize", sampler=make_sampler(name, 0))
     study.optimize(objective, n_trials=12)
 
     # A new process would start exactly like this: a fresh sampler on the stored study.
@@ -106,14 +102,10 @@ def worker(directory: Path, seed: int, n_trials: int, queue: multiprocessing.Que
 
 def test_two_worker_processes_share_one_journal(tmp_path: Path) -> None:
     for name in SAMPLERS:
-        optuna.create_study(
-            storage=journal(tmp_path / f"{name}.log"), study_name=name, direction="maximize"
-        )
+        optuna.create_study(storage=journal(tmp_path / f"{name}.log"), study_name=name, direction="maximize")
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [
-        context.Process(target=worker, args=(tmp_path, seed, 10, queue)) for seed in (1, 2)
-    ]
+    workers = [context.Process(target=worker, args=(tmp_path, seed, 10, queue)) for seed in (1, 2)]
     for w in workers:
         w.start()
     reported = [queue.get(timeout=300) for _ in workers]

@@ -38,9 +38,7 @@ def params_limit(arch: dict) -> float:
     return n_params(arch) - LIMIT
 
 
-FEASIBLE = [
-    (a, b) for a, b in itertools.product(SIZES, SIZES) if n_params({"l1": a, "l2": b}) <= LIMIT
-]
+FEASIBLE = [(a, b) for a, b in itertools.product(SIZES, SIZES) if n_params({"l1": a, "l2": b}) <= LIMIT]
 
 
 def test_toy_has_the_stated_property() -> None:
@@ -85,10 +83,7 @@ def test_reward_shaping_misses_the_toy_optimum(penalty: float) -> None:
 
 
 def test_minimize_direction() -> None:
-    finals = [
-        most_likely(run_toy(seed, None, direction="minimize"), feasible_only=True)
-        for seed in range(3)
-    ]
+    finals = [most_likely(run_toy(seed, None, direction="minimize"), feasible_only=True) for seed in range(3)]
     # Minimising the negated quality is the same problem, so the same answer is expected.
     assert finals == [(4, 2)] * 3
 
@@ -96,9 +91,7 @@ def test_minimize_direction() -> None:
 def test_monte_carlo_gradient_matches_the_exact_one() -> None:
     torch.manual_seed(0)
     logits = [torch.randn(3, dtype=torch.float64, requires_grad=True) for _ in range(2)]
-    feasible = torch.tensor(
-        [float(n in FEASIBLE) for n in itertools.product(SIZES, SIZES)], dtype=torch.float64
-    )
+    feasible = torch.tensor([float(n in FEASIBLE) for n in itertools.product(SIZES, SIZES)], dtype=torch.float64)
     x = SIZES.index(4) * 3 + SIZES.index(2)
 
     def log_pi_all() -> torch.Tensor:
@@ -130,9 +123,7 @@ def test_infeasible_trials_are_neither_sampled_nor_rewarded() -> None:
     # Trials from elsewhere: the first feasible one only initialises the baseline; an
     # infeasible one, however good, must not move the policy.
     for (l1, l2), value in [((2, 2), 0.5), ((4, 4), 100.0)]:
-        study.add_trial(
-            optuna.create_trial(params={"l1": l1, "l2": l2}, distributions=SPACE, value=value)
-        )
+        study.add_trial(optuna.create_trial(params={"l1": l1, "l2": l2}, distributions=SPACE, value=value))
     study.optimize(quality, n_trials=1)
     assert sampler.policy() == {name: {s: pytest.approx(1 / 3) for s in SIZES} for name in SPACE}
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -70,3 +72,13 @@ def test_dimension_equality_and_repr() -> None:
     assert a == Width(["fc:out"], [16, 8], name="w")
     assert a != Width(["fc:in"], [8, 16], name="w")
     assert "Width(" in repr(a) and "fc:out" in repr(a)
+
+
+def test_sample_where_draws_only_matching_architectures() -> None:
+    space = SearchSpace({"a": [1, 2, 3, 4], "b": [1, 2, 3, 4]})
+    rng = random.Random(0)
+    draws = [space.sample(rng, where=lambda arch: arch["a"] * arch["b"] <= 4) for _ in range(200)]
+    assert all(arch["a"] * arch["b"] <= 4 for arch in draws)
+    assert len({tuple(arch.values()) for arch in draws}) == 8  # every matching arch turns up
+    with pytest.raises(ValueError, match="no architecture satisfying"):
+        space.sample(rng, where=lambda arch: False, max_draws=50)

@@ -119,6 +119,7 @@ class HFTransformerAdapter(Adapter):
         layouts: dict[AxisKey, tuple[Segment, ...]] = {}
         dims: dict[str, Dimension] = {}
         notes: list[str] = []
+        groups: dict[str, list[tuple[AxisKey, ...]]] = {}  # a global width: each layer's units are its own
         reserved: set[str] = set()  # module paths whose head/FFN axes never carry the hidden size
         for i, shape in enumerate(shapes):
             prefix = f"{layers_path}.{i}."
@@ -129,10 +130,14 @@ class HFTransformerAdapter(Adapter):
             ffn_layouts = {axis: (Segment(ffn_name, shape.ffn),) for axis in family.ffn_axes()}
             reserved.update(f"{prefix}{path}:{role}" for path, role in head_layouts | ffn_layouts)
             units = shape.kv_heads
-            if heads and _add_width(dims, head_name, units, width_fractions, unit=head_dim * shape.heads // units):
-                layouts.update({(prefix + path, role): layout for (path, role), layout in head_layouts.items()})
-            if ffn and _add_width(dims, ffn_name, shape.ffn, width_fractions):
-                layouts.update({(prefix + path, role): layout for (path, role), layout in ffn_layouts.items()})
+            for enabled, name, size, unit, named_layouts in (
+                (heads, head_name, units, head_dim * shape.heads // units, head_layouts),
+                (ffn, ffn_name, shape.ffn, 1, ffn_layouts),
+            ):
+                if enabled and _add_width(dims, name, size, width_fractions, unit=unit):
+                    layer_layouts = {(prefix + path, role): layout for (path, role), layout in named_layouts.items()}
+                    layouts.update(layer_layouts)
+                    groups.setdefault(name, []).append(tuple(layer_layouts))
         if hidden:
             hidden_size = config.hidden_size
             hidden_layouts, blockers = _hidden_layouts(model, family, hidden_size, reserved)
@@ -155,7 +160,8 @@ class HFTransformerAdapter(Adapter):
                     if any(s.dim == name for s in layout)
                 ]
                 dims[name] = Width(axes, dim.choices, unit=dim.unit, size=dim.size, name=name)
-        return ElasticPlan(dims, layouts, notes)
+        groups = {name: tuple(parts) for name, parts in groups.items() if name in dims and len(parts) > 1}
+        return ElasticPlan(dims, layouts, notes, groups)
 
     # export -----------------------------------------------------------------------------------
     def finalize(self, dense: nn.Module, arch: dict[str, int], plan: ElasticPlan) -> nn.Module:

@@ -40,8 +40,13 @@ class ElasticPlan:
         dimensions: The named dimensions (widths, depths, kernels) with default choices.
         layouts: For each ``(module path, role)``, the segments the axis is made of, in order.
         notes: Human-readable reasons why parts of the model stay fixed (shown by ``describe``).
+        groups: For a width dimension, a partition of its axes into groups whose units may be
+            ordered independently: a width shared by several layers (one FFN size for all) sets
+            how many units each layer keeps, but each layer's units are its own, so importance
+            reordering sorts them layer by layer. A width without an entry is one group.
     """
 
     dimensions: dict[str, Dimension]
     layouts: dict[AxisKey, tuple[Segment, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, tuple[tuple[AxisKey, ...], ...]] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from lightning_nas.search import (
     check_feasible,
     cost_functions,
     one_shot_search,
+    resolve_limits,
 )
 from lightning_nas.space import Arch
 from lightning_nas.supernet import Supernet
@@ -194,13 +195,7 @@ class OneShotSearch(L.Callback):
 
     def limits(self, supernet: Supernet) -> dict[str, float | None]:
         """The absolute limits, with fractions resolved against the full network."""
-        limits = {name: value for name, value in self.limits_requested.items() if value is not None}
-        full = {"params": supernet.num_params, "flops": supernet.flops}
-        for name in ("params", "flops"):
-            value = limits.get(name)
-            if value is not None and 0 < value <= 1 and isinstance(value, float):
-                limits[name] = value * full[name](supernet.max_arch())
-        return limits
+        return resolve_limits(supernet, self.limits_requested)
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_metric_logged(trainer)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from lightning_nas.inputs import call_model
+from lightning_nas.search import check_feasible, cost_functions, resolve_limits
 from lightning_nas.space import Dimension
 from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
 from lightning_nas.supernet import Supernet
@@ -50,6 +51,14 @@ class SupernetCallback(L.Callback):
             recalibrate batch norm; default :func:`~lightning_nas.call_model`.
         calibration_batches: Training batches used to recalibrate batch norm before validation
             when the strategy does not train the full network every step (SPOS).
+        limits: Upper limits on costs, e.g. ``{"params": 0.5}`` (a float in (0, 1] on
+            ``params`` / ``flops`` is a fraction of the full network's): randomly drawn
+            sub-networks (students, SPOS paths) then come only from those within every limit, the
+            ones a search under the same limits can export, so no training goes to the others.
+            The full network (teacher) and the smallest one still train. Checked before training.
+        costs: Cost functions ``cost(arch) -> float`` by name, in addition to ``"params"`` and
+            ``"flops"`` (see :func:`~lightning_nas.search.cost_functions`); they may read this
+            callback's :attr:`supernet`. Results are cached per architecture.
 
     Example:
         >>> from lightning_nas.demo import DigitsClassifier, DigitsDataModule
@@ -76,6 +85,8 @@ class SupernetCallback(L.Callback):
         prepare: Callable[[Supernet], None] | None = None,
         forward: Callable[[nn.Module, Any], Any] = call_model,
         calibration_batches: int = 16,
+        limits: Mapping[str, float] | None = None,
+        costs: Mapping[str, Callable[[dict[str, int]], float]] | None = None,
     ) -> None:
         self.strategy = resolve_strategy(strategy)
         self.space = dict(space) if space else None
@@ -89,6 +100,11 @@ class SupernetCallback(L.Callback):
         self.prepare = prepare
         self.forward = forward
         self.calibration_batches = calibration_batches
+        self.limits = dict(limits or {})
+        self.costs = dict(costs or {})
+        self._cost_table: dict[str, Callable[[dict[str, int]], float]] = {}
+        self._resolved_limits: dict[str, float] = {}
+        self._cost_cache: dict[tuple, bool] = {}
         self._validation_snapshot: Any = None
         self.supernet: Supernet | None = None
         self._rng = random.Random(seed)
@@ -134,13 +150,30 @@ class SupernetCallback(L.Callback):
         if supernet.model is not target:  # the target itself became an elastic container
             parent, _, name = (self.module or "").rpartition(".")
             setattr(pl_module.get_submodule(parent), name, supernet.model)
-        self.supernet = supernet
+        self.supernet = supernet  # before the limits: cost functions may read it
+        if self.limits:
+            cost_table = cost_functions(supernet, extra=self.costs)
+            try:
+                self._resolved_limits = resolve_limits(supernet, self.limits)
+                check_feasible(supernet, self._resolved_limits, cost_table)
+            except ValueError as err:
+                raise MisconfigurationException(f"SupernetCallback(limits=...): {err}") from err
+            self._cost_table = cost_table
         if self._pending_state is not None:
             self._apply_state(self._pending_state)
             self._pending_state = None
         if self.prepare is not None:
             self.prepare(supernet)
         return supernet
+
+    def within_limits(self, arch: dict[str, int]) -> bool:
+        """Whether ``arch`` meets every cost limit (``True`` without limits)."""
+        key = tuple(sorted(arch.items()))
+        if key not in self._cost_cache:
+            self._cost_cache[key] = all(
+                self._cost_table[name](arch) <= limit for name, limit in self._resolved_limits.items()
+            )
+        return self._cost_cache[key]
 
     def _target(self, pl_module: L.LightningModule) -> nn.Module:
         if not self.module:
@@ -179,7 +212,10 @@ class SupernetCallback(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng)
+        if self.limits:
+            self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng, self.within_limits)
+        else:
+            self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng)
         self.supernet.set_arch(self._teacher)
         self._capture = None
         self._capturing = bool(self._students)
