@@ -109,6 +109,7 @@ from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
 from lightning_nas.metrics import count_flops, count_params, measure_latency  # noqa: E402
 from lightning_nas.search import TorchmetricsEvaluator, create_search_study, one_shot_search  # noqa: E402
+from lightning_nas.strategies import distillation_loss  # noqa: E402
 from lightning_nas.supernet import Supernet  # noqa: E402
 
 __all__ = ["BenchConfig", "main"]
@@ -140,10 +141,17 @@ class BenchConfig:
     strategy: str = "instatune"
     students_within_budget: bool = True
     width_steps: int = 24
+    student_label_weight: float = 0.0
 
 
 #: Values of fields added later, for ``results.json`` files written before they existed.
-LEGACY_FIELDS = {"elastic_hidden": True, "strategy": "instatune", "students_within_budget": False, "width_steps": 8}
+LEGACY_FIELDS = {
+    "elastic_hidden": True,
+    "strategy": "instatune",
+    "students_within_budget": False,
+    "width_steps": 8,
+    "student_label_weight": 0.0,
+}
 
 
 #: Fields that only concern the supernet and its search; the reference and pruned models do not
@@ -154,6 +162,7 @@ SUPERNET_FIELDS = (
     "strategy",
     "students_within_budget",
     "width_steps",
+    "student_label_weight",
     "trials",
     "band",
 )
@@ -324,7 +333,17 @@ def build_supernet(data: Data, config: BenchConfig, prepare: Any = None) -> tupl
     limits = None
     if config.students_within_budget:  # no training for sub-networks over every budget
         limits = {"encoder_params": max(config.budgets) * dense_encoder_params(module.model)}
+    weight = config.student_label_weight
+
+    def distill(student: Any, teacher: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """In-place distillation, mixed with the labels' cross-entropy by ``--student-label-weight``."""
+        loss = distillation_loss(student, teacher)
+        if weight:
+            loss = (1 - weight) * loss + weight * nn.functional.cross_entropy(student.logits, batch["labels"])
+        return loss
+
     callback = SupernetCallback(
+        distill=distill,
         limits=limits,
         costs={"encoder_params": lambda arch: encoder_params(callback.supernet, arch)},
         strategy=config.strategy,
@@ -844,6 +863,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="width choices k/N of the original, k = N/4..N (8: 3, 4, 6, ... 12 heads; 24: FFN in steps of 64)",
     )
     parser.add_argument(
+        "--student-label-weight",
+        type=float,
+        default=0.0,
+        help="students' loss: (1 - w) x distillation + w x cross-entropy on the labels (default 0)",
+    )
+    parser.add_argument(
         "--students-anywhere",
         action="store_true",
         help="draw the supernet's random students from the whole space (default: within the largest budget)",
@@ -902,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         strategy=args.strategy,
         students_within_budget=not args.students_anywhere,
         width_steps=args.width_steps,
+        student_label_weight=args.student_label_weight,
     )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

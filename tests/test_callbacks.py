@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -12,7 +13,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning_nas.callbacks import SupernetCallback
 from lightning_nas.demo import DigitsClassifier, DigitsDataModule
 from lightning_nas.elastic import ElasticModule
-from lightning_nas.strategies import InstaTune, Sandwich, SinglePath
+from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, distillation_loss, output_tensor
 
 
 def _trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
@@ -224,3 +225,20 @@ def test_impossible_or_unknown_limits_fail_before_training(tmp_path) -> None:
         with pytest.raises(MisconfigurationException, match=match):
             _trainer(tmp_path, [callback]).fit(module, DigitsDataModule())
         assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
+
+
+def test_distill_may_use_the_training_batch(tmp_path) -> None:
+    """A three-argument ``distill`` gets the batch: students can learn from labels too."""
+    labels_seen = []
+
+    def distill_with_labels(student, teacher, batch):
+        _, target = batch
+        labels_seen.append(target)
+        return 0.5 * distillation_loss(student, teacher) + 0.5 * F.cross_entropy(output_tensor(student), target)
+
+    callback = SupernetCallback(strategy=Sandwich(num_random=1), module="model", distill=distill_with_labels)
+    trainer = _trainer(tmp_path, [callback], limit_val_batches=0)
+    trainer.fit(_module(), DigitsDataModule())
+    assert len(labels_seen) == 4 * 2  # 4 steps, a random student and the smallest
+    assert all(t.dtype == torch.long for t in labels_seen)
+    assert trainer.callback_metrics["nas/distill_loss"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,8 +42,9 @@ class SupernetCallback(L.Callback):
         example_input: Input to trace the network with; defaults to the LightningModule's
             ``example_input_array``.
         dimensions: Explicit dimensions instead of automatic discovery.
-        distill: ``loss(student_output, teacher_output)`` for the students; default
-            :func:`~lightning_nas.strategies.distillation_loss`.
+        distill: ``loss(student_output, teacher_output)`` for the students, or
+            ``loss(student_output, teacher_output, batch)`` to also use the training batch (e.g.
+            its labels); default :func:`~lightning_nas.strategies.distillation_loss`.
         seed: Seed of the architecture sampling.
         adapter: Adapter name or instance; ``adapter_options`` are passed to it.
         prepare: Called with the new :class:`~lightning_nas.Supernet` before training, e.g. to
@@ -94,6 +96,7 @@ class SupernetCallback(L.Callback):
         self.example_input = example_input
         self.dimensions = dimensions
         self.distill = distill
+        self._distill_takes_batch = _required_positional(distill) >= 3
         self.seed = seed
         self.adapter = adapter
         self.adapter_options = dict(adapter_options or {})
@@ -115,6 +118,7 @@ class SupernetCallback(L.Callback):
         self._teacher: dict[str, int] | None = None
         self._students: list[dict[str, int]] = []
         self._in_student_backward = False
+        self._batch: Any = None
 
     @property
     def state_key(self) -> str:
@@ -212,6 +216,7 @@ class SupernetCallback(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._batch = batch
         if self.limits:
             self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng, self.within_limits)
         else:
@@ -238,7 +243,10 @@ class SupernetCallback(L.Callback):
                 self.supernet.set_arch(arch)
                 with trainer.precision_plugin.forward_context(), self.supernet.frozen_batchnorm_statistics():
                     output = self.supernet.model(*args, **kwargs)
-                    loss = self.distill(output, teacher_output)
+                    if self._distill_takes_batch:
+                        loss = self.distill(output, teacher_output, self._batch)
+                    else:
+                        loss = self.distill(output, teacher_output)
                 total += float(loss.detach())
                 trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer)
         finally:
@@ -251,6 +259,7 @@ class SupernetCallback(L.Callback):
     ) -> None:
         self._capture = None
         self._capturing = False
+        self._batch = None
         self.supernet.set_arch(None)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -290,6 +299,15 @@ class SupernetCallback(L.Callback):
         self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         if "supernet" in state:
             self.supernet.load_state_dict(state["supernet"])
+
+
+def _required_positional(function: Callable[..., Any]) -> int:
+    """How many positional arguments without a default ``function`` takes."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: the two-argument form
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
 
 
 def _detach(output: Any) -> Any:
