@@ -103,7 +103,13 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
 
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import TextClassifier, TextDataModule, encoder_params, evaluate_accuracy  # noqa: E402
+from lightning_nas.compress import (  # noqa: E402
+    TextClassifier,
+    TextDataModule,
+    dense_encoder_params,
+    encoder_params,
+    evaluate_accuracy,
+)
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
@@ -282,12 +288,6 @@ def fine_tune(module: TextClassifier, datamodule: TextDataModule, config: BenchC
         "train_steps": int(trainer.global_step),
         "val_acc_full": float(trainer.callback_metrics.get("val_acc", float("nan"))),
     }
-
-
-def dense_encoder_params(model: nn.Module) -> int:
-    """Parameters outside ``nn.Embedding`` modules (what :func:`encoder_params` counts on a supernet)."""
-    embedding = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
-    return count_params(model) - embedding
 
 
 def timing_inputs(batch: int) -> dict[str, torch.Tensor]:

@@ -34,6 +34,7 @@ __all__ = [
     "TextClassifier",
     "TextDataModule",
     "compress",
+    "dense_encoder_params",
     "encoder_params",
     "evaluate_accuracy",
 ]
@@ -163,7 +164,7 @@ def _is_embedding(name: str, module: nn.Module) -> bool:
     return isinstance(module, nn.Embedding)
 
 
-def _dense_encoder_params(model: nn.Module) -> int:
+def dense_encoder_params(model: nn.Module) -> int:
     """:func:`encoder_params` of a plain model: its parameters outside ``nn.Embedding`` modules."""
     embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
@@ -297,7 +298,7 @@ def compress(
     def encoder_cost(arch: dict[str, int]) -> float:
         return encoder_params(supernet_callback.supernet, arch)
 
-    budget = max_encoder_params * _dense_encoder_params(module.model)
+    budget = max_encoder_params * dense_encoder_params(module.model)
     supernet_callback = SupernetCallback(
         strategy=strategy,
         module="model",
