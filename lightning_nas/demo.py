@@ -7,6 +7,9 @@ model and LightningModule. The supernet, search and export come from one callbac
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import torch
@@ -130,6 +133,20 @@ class DigitsClassifier(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
+def load_instructions(path: str | os.PathLike[str]) -> list[str]:
+    """The Python lines the demo prints to load its export; each runs verbatim in a fresh interpreter.
+
+    Example:
+        >>> load_instructions("/tmp/demo/best_subnet")[0]
+        "from lightning_nas.export import load_module; model = load_module('/tmp/demo/best_subnet')"
+    """
+    path = str(Path(path).absolute())
+    return [
+        f"from lightning_nas.export import load_module; model = load_module({path!r})",
+        f"import torch; model = torch.export.load({str(Path(path) / 'model.pt2')!r}).module()",
+    ]
+
+
 def run_demo(
     out_dir: str = "nas_runs/demo",
     epochs: int = 8,
@@ -143,11 +160,8 @@ def run_demo(
     Prints the search space, the Pareto front, a before/after table and how to open the study in
     optuna-dashboard. Returns the test accuracy and size of the full and exported networks.
     """
-    from pathlib import Path
-
     from lightning_nas._table import format_table
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
-    from lightning_nas.export import load_module
     from lightning_nas.metrics import count_flops, count_params
 
     L.seed_everything(seed, verbose=False)
@@ -180,7 +194,7 @@ def run_demo(
     test_x = torch.cat([x for x, _ in data.test_dataloader()])
     test_y = torch.cat([y for _, y in data.test_dataloader()])
     full = supernet.extract(supernet.max_arch()).eval()
-    best = load_module(search.export_path).eval()  # the file written by the search, reloaded
+    best = search.best_model  # the search's export, reloaded from its safetensors into DigitsCNN
     example = torch.zeros(1, 1, 8, 8)
     rows, results = [], {}
     for name, model in (("full supernet", full), ("exported best", best)):
@@ -191,6 +205,12 @@ def run_demo(
         results[f"{name.split()[0]}_params"] = params
         rows.append([name, f"{accuracy:.4f}", f"{params:,}", f"{flops:,}"])
     print("\nTest set (270 held-out digits)\n" + format_table(["model", "test_acc", "params", "flops"], rows))
-    print(f"\nExported to {search.export_path} (model.pt: torch.load; model.pt2: torch.export.load)")
+    print(
+        f"\nExported to {search.export_path}: model.pt2 (torch.export program), model.safetensors (weights), "
+        "arch.json (architecture, checksums)"
+    )
+    print("Load it in Python (plain torch, none of this model's code, no pickle):")
+    for line in load_instructions(search.export_path):
+        print(f"  {line}")
     print(f"Open the study: optuna-dashboard sqlite:///{out / 'nas.db'}")
     return results
