@@ -6,6 +6,9 @@ search and export come from two callbacks in :func:`run_demo`.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning as L
 import torch
 
@@ -13,6 +16,20 @@ import torch
 from lightning_nas.apps.digits import DigitsClassifier, DigitsCNN, DigitsDataModule
 
 __all__ = ["DigitsCNN", "DigitsClassifier", "DigitsDataModule", "run_demo"]
+
+
+def load_instructions(path: str | os.PathLike[str]) -> list[str]:
+    """The Python lines the demo prints to load its export; each runs verbatim in a fresh interpreter.
+
+    Example:
+        >>> load_instructions("/tmp/demo/best_subnet")[0]
+        "from lightning_nas.export import load_module; model = load_module('/tmp/demo/best_subnet')"
+    """
+    path = str(Path(path).absolute())
+    return [
+        f"from lightning_nas.export import load_module; model = load_module({path!r})",
+        f"import torch; model = torch.export.load({str(Path(path) / 'model.pt2')!r}).module()",
+    ]
 
 
 def run_demo(
@@ -32,12 +49,9 @@ def run_demo(
         ValueError: ``epochs``, ``n_trials`` or ``width`` not > 0, or ``max_params`` outside (0, 1],
             before any training.
     """
-    from pathlib import Path
-
     from lightning_nas import _jobs
     from lightning_nas._table import format_table
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
-    from lightning_nas.export import load_module
     from lightning_nas.metrics import count_flops, count_params
 
     _jobs.check_positive(epochs=epochs, n_trials=n_trials, width=width)
@@ -74,7 +88,7 @@ def run_demo(
     test_x = torch.cat([x for x, _ in data.test_dataloader()])
     test_y = torch.cat([y for _, y in data.test_dataloader()])
     full = supernet.extract(supernet.max_arch()).eval()
-    best = load_module(search.export_path).eval()  # the file written by the search, reloaded
+    best = search.best_model  # the search's export, reloaded from its safetensors into DigitsCNN
     example = torch.zeros(1, 1, 8, 8)
     rows, results = [], {}
     for name, model in (("full supernet", full), ("exported best", best)):
@@ -85,6 +99,12 @@ def run_demo(
         results[f"{name.split()[0]}_params"] = params
         rows.append([name, f"{accuracy:.4f}", f"{params:,}", f"{flops:,}"])
     print("\nTest set (270 held-out digits)\n" + format_table(["model", "test_acc", "params", "flops"], rows))
-    print(f"\nExported to {search.export_path} (model.pt: torch.load; model.pt2: torch.export.load)")
+    print(
+        f"\nExported to {search.export_path}: model.pt2 (torch.export program), model.safetensors (weights), "
+        "arch.json (architecture, checksums)"
+    )
+    print("Load it in Python (plain torch, none of this model's code, no pickle):")
+    for line in load_instructions(search.export_path):
+        print(f"  {line}")
     print(f"Open the study: {_jobs.cli_command()} dashboard {out / 'nas.db'}")
     return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -25,3 +27,18 @@ def test_demo_command_trains_searches_exports_and_reloads(tmp_path, capsys) -> N
     exported = load_module(out / "best_subnet")
     full_params = study.trials[0].user_attrs["params"]  # trial 0 is the full network
     assert sum(p.numel() for p in exported.parameters()) <= 0.25 * full_params
+
+    # Every load instruction the demo prints runs verbatim in a fresh interpreter, in another directory.
+    lines = printed.split("Load it in Python")[1].split("\n")[1:]
+    snippets = [line.strip() for line in lines[: lines.index(next(x for x in lines if not x.startswith("  ")))]]
+    assert len(snippets) == 2
+    check = "\nassert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)\nprint('loaded')"
+    for snippet in snippets:
+        run = subprocess.run(
+            [sys.executable, "-c", snippet + "\nimport torch" + check],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path.parent,
+            timeout=300,
+        )
+        assert run.returncode == 0 and run.stdout.strip() == "loaded", (snippet, run.stderr[-2000:])
