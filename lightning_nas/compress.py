@@ -541,9 +541,9 @@ def _run(
     supernet = supernet_callback.build(module)
     console.say(f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params w/o embeddings")
 
-    def exporter(net: Any, directory: Path, arch: Any) -> Path:
+    def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
         console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
-        return export_hf(net, directory, arch, tokenizer=tokenizer)
+        return export_hf(net, directory, arch, tokenizer=tokenizer, **verification)
 
     search = OneShotSearch(
         metric=job.metric,
