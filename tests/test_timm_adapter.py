@@ -146,3 +146,39 @@ def test_reordering_by_importance_keeps_the_function() -> None:
     scores = reorder_by_importance(net, batches)
     assert {"patch_embed.proj", "blocks.0.attn.heads", "blocks.1.mlp.fc1"} <= set(scores)
     torch.testing.assert_close(net.model.eval()(x), before, atol=1e-5, rtol=1e-5)
+
+
+def test_extract_with_reinit_uses_timm_initialisation() -> None:
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5).eval()
+    net = Supernet(model, example_input=torch.randn(1, 3, 32, 32))
+    arch = {"patch_embed.proj": 96, "blocks.0.mlp.fc1": 384}
+    with torch.no_grad():  # "trained" weights, far from any initialisation
+        for param in model.parameters():
+            param.fill_(3.0)
+    trained = net.extract(arch)
+    fresh = net.extract(arch, reinit=True)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in trained.state_dict().items()}
+    assert all(bool((p == 3.0).all()) for p in model.parameters())  # the supernet keeps its weights
+    # timm's ViT scheme, not torch's defaults: trunc-normal(0.02) Linear weights, zero biases, tiny class token.
+    qkv = fresh.blocks[0].attn.qkv
+    assert 0.015 < qkv.weight.std().item() < 0.025 and not qkv.bias.any()
+    assert fresh.cls_token.abs().max().item() < 1e-4
+    assert fresh.norm.weight.eq(1).all()
+
+
+def test_extract_with_reinit_of_a_cnn_resets_convs_and_batchnorm() -> None:
+    model, size = _build("efficientnet_b0")
+    net = Supernet(model, example_input=torch.randn(1, 3, size, size))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, BatchNormAct2d):
+                module.weight.fill_(2.0)
+                module.running_var.fill_(5.0)
+    fresh = net.extract(net.min_arch(), reinit=True)
+    norms = [m for m in fresh.modules() if isinstance(m, BatchNormAct2d)]
+    assert norms and all(bool(m.weight.eq(1).all() and m.running_var.eq(1).all()) for m in norms)
+    conv = fresh.conv_head  # EfficientNet's scheme: normal(0, sqrt(2 / fan_out))
+    expected = (2.0 / conv.out_channels) ** 0.5
+    assert abs(conv.weight.std().item() / expected - 1) < 0.1
+    x = torch.randn(2, 3, size, size)
+    assert fresh.eval()(x).shape == (2, 5)

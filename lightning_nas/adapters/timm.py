@@ -91,6 +91,33 @@ class TimmAdapter(Adapter):
                         setattr(module, attr, proj.out_channels)
         return dense
 
+    def reinitialize(self, dense: nn.Module) -> None:
+        """Fresh weights the way timm initialises the model's family.
+
+        After every module's ``reset_parameters``: the model's ``init_weights()`` (ViT, ResNet,
+        ...), else the initialiser its timm module applies at construction
+        (``efficientnet_init_weights`` for EfficientNet / MobileNet / MNASNet, ``_init_weights``
+        for ConvNeXt / RegNet, applied with timm's ``named_apply``).
+        """
+        import sys
+
+        from timm.models import named_apply
+
+        super().reinitialize(dense)
+        for module in dense.modules():
+            if not type(module).__module__.startswith("timm.models."):
+                continue
+            family = sys.modules[type(module).__module__]
+            if callable(getattr(module, "init_weights", None)):
+                module.init_weights()
+            elif callable(getattr(family, "efficientnet_init_weights", None)):
+                family.efficientnet_init_weights(module)
+            elif callable(getattr(family, "_init_weights", None)):
+                named_apply(family._init_weights, module)
+            else:
+                continue
+            return  # the outermost timm model initialises everything below it
+
 
 def _register_elastic_types(
     model: nn.Module,
