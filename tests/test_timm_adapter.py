@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -182,3 +184,81 @@ def test_extract_with_reinit_of_a_cnn_resets_convs_and_batchnorm() -> None:
     assert abs(conv.weight.std().item() / expected - 1) < 0.1
     x = torch.randn(2, 3, size, size)
     assert fresh.eval()(x).shape == (2, 5)
+
+
+def test_uniform_vit_exports_a_checkpoint_timm_create_model_loads(tmp_path) -> None:  # noqa: ANN001
+    from lightning_nas.export import save_timm
+
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, num_classes=5).eval()
+    net = Supernet(model, example_input=torch.randn(1, 3, 32, 32))
+    arch = {"patch_embed.proj": 128, "blocks.depth": 2}
+    arch |= {f"blocks.{i}.attn.heads": 2 for i in range(3)} | {f"blocks.{i}.mlp.fc1": 384 for i in range(3)}
+    dense = net.extract(arch)
+    x = torch.randn(3, 3, 32, 32)
+    path = save_timm(dense, tmp_path / "vit", x)
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "timm.json"]
+    recipe = json.loads((path / "timm.json").read_text())
+    assert recipe["kwargs"] | {"img_size": 32, "patch_size": 8} == {
+        "num_classes": 5,
+        "img_size": 32,
+        "patch_size": 8,
+        "embed_dim": 128,
+        "depth": 2,
+        "num_heads": 2,
+        "mlp_ratio": 3.0,
+    }
+    # What a user types: the stock model name, timm's own loader, the sizes as keyword arguments.
+    reloaded = timm.create_model(
+        "deit_tiny_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(path / "model.safetensors"), num_classes=5),
+        img_size=32,
+        patch_size=8,
+        num_classes=5,
+        embed_dim=128,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=3.0,
+    ).eval()
+    with torch.no_grad(), net.use(arch):
+        expected = net.model(x)
+    torch.testing.assert_close(reloaded(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_vit_export_refuses_what_timm_cannot_rebuild(tmp_path) -> None:  # noqa: ANN001
+    from lightning_nas.export import save_timm
+
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5).eval()
+    net = Supernet(model, example_input=torch.randn(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="same heads and MLP width in every layer"):
+        save_timm(net.extract({"blocks.0.attn.heads": 1}), tmp_path / "a", x)
+    with pytest.raises(ValueError, match="head size"):
+        save_timm(net.extract({"patch_embed.proj": 96}), tmp_path / "b", x)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_heterogeneous_cnn_exports_in_timm_pruned_format(tmp_path) -> None:  # noqa: ANN001
+    from lightning_nas.export import load_timm, save_timm
+
+    model, size = _build("efficientnet_b0")
+    net = Supernet(model, example_input=torch.randn(1, 3, size, size))
+    widths = {name: dim.choices[i % len(dim.choices)] for i, (name, dim) in enumerate(net.space.items())}
+    arch = {name: widths[name] if isinstance(dim, Width) else dim.size for name, dim in net.space.items()}
+    dense = net.extract(arch)
+    x = torch.randn(2, 3, size, size)
+    path = save_timm(dense, tmp_path / "cnn", x)
+    recipe = json.loads((path / "timm.json").read_text())
+    assert recipe["format"] == "pruned" and recipe["architecture"] == "efficientnet_b0"
+    reloaded = load_timm(path)
+    assert count_params(reloaded) == count_params(dense) < count_params(model)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), dense.eval()(x), atol=1e-5, rtol=1e-5)
+    # Skipped blocks do not fit timm's format: refused with the reason, nothing left behind.
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(ValueError, match="keeps every block and kernel"):
+        save_timm(net.extract(net.min_arch()), tmp_path / "existing", x)
+    assert not list((tmp_path / "existing").iterdir())
+    with pytest.raises(FileExistsError):
+        save_timm(dense, tmp_path / "cnn", x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn", "existing"]
