@@ -28,6 +28,7 @@ FAMILIES = {
     "mnasnet_100": ({}, 64, {"depth", "kernel"}),
     "regnety_002": ({}, 64, set()),
     "regnetx_002": ({}, 64, set()),
+    "ghostnet_100": ({}, 64, set()),
 }
 
 

@@ -524,7 +524,7 @@ class _ChannelTracer(TorchFunctionMode):
             if isinstance(item, Tensor) or isinstance(item, (list, tuple)):
                 return self.pin(layout, "advanced indexing")
             if in_axis == layout.axis:
-                if isinstance(item, slice) and item == slice(None):
+                if isinstance(item, slice) and self._keeps_everything(item, x.shape[in_axis]):
                     return self.set_layout(out, _Layout(out_axis, layout.segments))
                 return self.pin(layout, "indexing the feature axis")
             if not isinstance(item, int):
@@ -532,6 +532,16 @@ class _ChannelTracer(TorchFunctionMode):
             in_axis += 1
         if in_axis <= layout.axis:  # untouched trailing axes, feature axis among them
             self.set_layout(out, _Layout(out_axis + layout.axis - in_axis, layout.segments))
+
+    @staticmethod
+    def _keeps_everything(item: slice, length: int) -> bool:
+        """``x[:, :n]`` with ``n`` at least the length keeps every feature, and still does when the
+        features shrink (GhostNet's ``cat(...)[:, :out_chs]``)."""
+        return (
+            item.start in (None, 0)
+            and item.step in (None, 1)
+            and (item.stop is None or (isinstance(item.stop, int) and item.stop >= length))
+        )
 
     def _op_reduction(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         x, layout = args[0], self.layout_of(args[0])
