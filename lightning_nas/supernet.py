@@ -218,11 +218,21 @@ class Supernet:
             self.set_arch(previous)
 
     # extraction and measurements --------------------------------------------------------------
-    def extract(self, arch: Mapping[str, int] | None = None) -> nn.Module:
+    def extract(self, arch: Mapping[str, int] | None = None, reinit: bool = False) -> nn.Module:
         """A standalone dense copy of a sub-network (the active one if ``arch`` is None).
 
         The copy contains plain torch modules only: it runs without ``lightning_nas`` and its
-        outputs equal the sub-network's outputs inside the supernet.
+        outputs equal the sub-network's outputs inside the supernet. With ``reinit=True`` it gets
+        fresh weights instead, initialised the way its modules (and, through the adapter, its
+        model family, e.g. timm) initialise: the architecture, to be retrained from scratch.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+            >>> net = Supernet(model, example_input=torch.randn(1, 4))
+            >>> fresh = net.extract({"0": 8}, reinit=True)
+            >>> fresh[0].weight.shape, torch.equal(fresh[0].weight, model[0].weight[:8])
+            (torch.Size([8, 4]), False)
         """
         arch = self.arch if arch is None else dict(arch)
         with self.use(arch):
@@ -234,6 +244,8 @@ class Supernet:
         dense = _densify(model)
         if self.adapter is not None:
             dense = self.adapter.finalize(dense, arch, self.plan)
+        if reinit:
+            (self.adapter or find_adapter(dense, "generic")).reinitialize(dense)
         return dense
 
     def num_params(

@@ -20,3 +20,9 @@ if importlib.util.find_spec("transformers") is not None:
     from lightning_nas.export.hf import auto_class_for, export_hf, load_hf, save_hf, verify_hf
 
     __all__ += ["auto_class_for", "export_hf", "load_hf", "save_hf", "verify_hf"]
+
+# The timm writer needs timm.
+if importlib.util.find_spec("timm") is not None:
+    from lightning_nas.export.timm import load_timm, save_timm, timm_recipe
+
+    __all__ += ["load_timm", "save_timm", "timm_recipe"]
