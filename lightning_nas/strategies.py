@@ -15,6 +15,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_nas.inputs import output_tensor
 from lightning_nas.space import Arch, SearchSpace
 
 __all__ = [
@@ -121,22 +122,6 @@ def resolve_strategy(strategy: str | TrainingStrategy) -> TrainingStrategy:
         return _BY_NAME[strategy.lower()]()
     except (KeyError, AttributeError):
         raise ValueError(f"unknown training strategy {strategy!r}; choose one of {sorted(_BY_NAME)}") from None
-
-
-def output_tensor(output: Any) -> Tensor:
-    """The prediction tensor in a model output: itself, ``.logits``, or the first tensor inside."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, dict) and isinstance(output.get("logits"), Tensor):
-        return output["logits"]
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, Tensor):
-                return item
-    raise TypeError(f"cannot find a prediction tensor in a model output of type {type(output).__name__}")
 
 
 def distillation_loss(student: Any, teacher: Any, temperature: float = 1.0) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
-from lightning_nas.inputs import call_model
+from lightning_nas.inputs import batch_input, call_model, with_input
 from lightning_nas.proxies._base import (
     Forward,
     LossFn,
@@ -23,11 +23,9 @@ from lightning_nas.proxies._base import (
     _loss,
     _materialize,
     _output_sum,
-    _replace_input,
     _scoring,
     _weight_gradients,
     _weight_layers,
-    batch_input,
 )
 from lightning_nas.proxies._warmup import is_warmed_up
 
@@ -370,7 +368,7 @@ def synflow(
                 if key in tensors:
                     tensors[key] = torch.full_like(tensors[key], fill)
 
-        outputs = functional_call(_Forward(model, forward), tensors, (_replace_input(example, ones),))
+        outputs = functional_call(_Forward(model, forward), tensors, (with_input(example, ones),))
         total = _output_sum(outputs, "synflow")
         names = list(leaves)
         grads = torch.autograd.grad(total, [leaves[n] for n in names], allow_unused=True)
