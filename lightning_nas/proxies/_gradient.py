@@ -191,8 +191,8 @@ def sigeo(
         loss_fn: ``loss_fn(outputs, targets)``.
         arch: The sub-network of a supernet target (default: the active one).
         forward: How to run the model on a batch.
-        warmed_up: Pick the warmed-up weights. Default: whether :func:`warmup` ran on this
-            supernet (or model).
+        warmed_up: Pick the warmed-up weights. Default: whether :func:`warmup` trained this
+            supernet (:attr:`~lightning_nas.Supernet.warmup_steps` > 0); ``False`` for a plain model.
         weights: Explicit ``(λ1, λ2, λ3)``; overrides ``warmed_up``.
 
     Example:
