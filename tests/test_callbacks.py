@@ -284,3 +284,26 @@ def test_warmup_and_the_callback_take_the_same_training_step(tmp_path) -> None:
     assert any(not torch.equal(v, _TinyBN().model.state_dict()[k]) for k, v in trained.items())
     for key, value in trained.items():  # weights and batch-norm statistics alike
         torch.testing.assert_close(warmed[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+def test_resume_with_another_strategy_restores_the_state_and_says_so(tmp_path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = SupernetCallback(strategy="sandwich", module="model", seed=3)
+    _trainer(tmp_path, [first, checkpoint], enable_checkpointing=True).fit(_module(), DigitsDataModule())
+    path = tmp_path / "ckpt" / "last.ckpt"
+
+    resumed = SupernetCallback(strategy="spos", module="model", seed=3)
+    with pytest.warns(UserWarning, match=r"trained with Sandwich\(num_random=2, include_min=True\).*SinglePath"):
+        _trainer(tmp_path, [resumed]).fit(_module(), DigitsDataModule(), ckpt_path=str(path))
+    assert resumed._rng.getstate() == first._rng.getstate()
+
+    # A checkpoint of an earlier version, whose state key contains the strategy, is restored too.
+    state = torch.load(path, weights_only=False)
+    legacy = SupernetCallback._generate_state_key(first, module="model", strategy=repr(first.strategy))
+    state["callbacks"][legacy] = state["callbacks"].pop(first.state_key)
+    del state["callbacks"][legacy]["strategy"]
+    torch.save(state, tmp_path / "legacy.ckpt")
+    again = SupernetCallback(strategy="spos", module="model", seed=5)
+    with pytest.warns(UserWarning, match="trained with Sandwich"):
+        _trainer(tmp_path, [again]).fit(_module(), DigitsDataModule(), ckpt_path=str(tmp_path / "legacy.ckpt"))
+    assert again._rng.getstate() == first._rng.getstate()

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -122,7 +123,8 @@ class SupernetCallback(L.Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(module=self.module, strategy=repr(self.strategy))
+        # Not the strategy: a resume with another strategy must find (and restore) this state.
+        return self._generate_state_key(module=self.module)
 
     # building ---------------------------------------------------------------------------------
     def build(self, pl_module: L.LightningModule) -> Supernet:
@@ -300,8 +302,17 @@ class SupernetCallback(L.Callback):
             self._validation_snapshot = None
 
     # checkpoints ------------------------------------------------------------------------------
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the state key dropped the strategy keep it in their key.
+        states = checkpoint.get("callbacks", {})
+        if self.state_key not in states:
+            legacy = f"{self.state_key[:-1]}, 'strategy': "
+            found = [key for key in states if key.startswith(legacy)]
+            if len(found) == 1:
+                states[self.state_key] = {**states[found[0]], "strategy": found[0][len(legacy) + 1 : -2]}
+
     def state_dict(self) -> dict[str, Any]:
-        state = {"rng": self._rng.getstate(), "seed": self.seed}
+        state = {"rng": self._rng.getstate(), "seed": self.seed, "strategy": repr(self.strategy)}
         if self.supernet is not None:
             state["supernet"] = self.supernet.state_dict()
         return state
@@ -313,6 +324,12 @@ class SupernetCallback(L.Callback):
             self._apply_state(state_dict)
 
     def _apply_state(self, state: dict[str, Any]) -> None:
+        trained_with = state.get("strategy")
+        if trained_with is not None and trained_with != repr(self.strategy):
+            rank_zero_warn(
+                f"SupernetCallback: the checkpoint was trained with {trained_with}, training goes on with "
+                f"{self.strategy!r}; the supernet and its sampling state are restored"
+            )
         rng_state = state["rng"]
         self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         if "supernet" in state:
