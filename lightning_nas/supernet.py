@@ -64,6 +64,11 @@ class Supernet:
         adapter: Name or instance of the adapter to use; by default the first that matches.
         **adapter_options: Passed to the adapter, e.g. ``width_fractions=(0.5, 1.0)``.
 
+    Attributes:
+        warmup_steps: Optimizer steps that :func:`~lightning_nas.proxies.warmup` took on this
+            supernet; :func:`~lightning_nas.proxies.sigeo` picks its warmed-up weights when it is
+            positive.
+
     Example:
         >>> import torch
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
@@ -90,6 +95,7 @@ class Supernet:
         if isinstance(model, ElasticModule) or any(isinstance(m, ElasticModule) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
         self.example_input = example_input
+        self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
         reference = None
         if self._run is not None:
