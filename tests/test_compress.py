@@ -65,6 +65,7 @@ def test_compress_cli_on_the_users_csv_with_string_labels(tiny_bert_dir, tmp_pat
     ):
         assert phase in printed, phase
     assert "carved out of" in printed and "neg -> 0, pos -> 1" in printed
+    assert re.search(r"step (\d+)/\1 \(epoch 1/1\), train_loss", printed)  # progress without a terminal
     assert f"Report: {out / 'report.json'}" in printed and "dashboard " + str(out / "nas.db") in printed
     config = json.loads((out / "best_model" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
