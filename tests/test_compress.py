@@ -106,6 +106,24 @@ def test_compress_text_pairs_from_a_saved_dataset_and_parquet_test(tiny_bert_dir
     assert transformers.AutoConfig.from_pretrained(report.export_path).label2id == {"no": 0, "yes": 1}
 
 
+def test_compress_takes_a_lightning_datamodule(tiny_bert_dir, tmp_path) -> None:
+    from lightning_nas.apps import TextDataModule
+    from lightning_nas.datasets import TextExamples
+
+    rows = _reviews(40)
+    split = TextExamples([r["review"] for r in rows], [int(r["sentiment"] == "pos") for r in rows])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_bert_dir)
+    datamodule = TextDataModule(tokenizer, split, split, split, max_length=16, batch_size=16)
+    with pytest.raises(ValueError, match="needs label_names"):
+        compress(tiny_bert_dir, tmp_path / "refused", train=datamodule)
+    assert not (tmp_path / "refused").exists()
+    report = compress(
+        tiny_bert_dir, tmp_path / "out", train=datamodule, label_names=["neg", "pos"], n_trials=2, importance_batches=1
+    )
+    assert transformers.AutoConfig.from_pretrained(report.export_path).id2label == {0: "neg", 1: "pos"}
+    assert report.rows[1]["encoder_params"] <= 0.5 * report.rows[0]["encoder_params"]
+
+
 def test_compress_resumes_fine_tuning_from_its_checkpoint(tiny_bert_dir, tmp_path, monkeypatch, capsys) -> None:
     from lightning_nas.apps import TextClassifier
 
