@@ -121,6 +121,7 @@ def _compress(args: argparse.Namespace) -> int:
     print("\n" + report.table())
     print(f"\nExported to {report.export_path}: transformers.{auto_class}.from_pretrained(...) loads it")
     print(f"Report: {report.report_path}")
+    print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
     print(_dashboard_hint(report.study_storage))
     return 0
 
