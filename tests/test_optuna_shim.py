@@ -197,3 +197,32 @@ def test_no_private_optuna_use_outside_the_shim() -> None:
         if _PRIVATE_OPTUNA.search(line)
     ]
     assert offenders == []
+
+
+def test_features_without_a_measured_benefit_are_marked_experimental() -> None:
+    from lightning_nas.proxies import PROXIES, compute_proxy
+    from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
+
+    space = {"w": IntDistribution(1, 4)}
+
+    def experimental_warnings(make: Any) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        return [str(w.message) for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+    assert any("34 queries" in m for m in experimental_warnings(lambda: PredictorSampler(space)))
+    assert experimental_warnings(lambda: TabNASSampler(space)) == []
+    assert experimental_warnings(lambda: ConstrainedSampler(RandomSampler(), lambda a: 0.0, space)) == []
+
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+    zero_cost = ["sigeo", "zico", "synflow", "snip", "grad_norm", "naswot", "jacob_cov", "fisher"]
+    baselines = ["params", "flops"]
+    measured = {name: experimental_warnings(lambda name=name: compute_proxy(name, model, batches)) for name in PROXIES}
+    assert all(measured[name] == [] for name in baselines)
+    for name in zero_cost:
+        assert any("Spearman" in m and "#params reaches +0.70" in m for m in measured[name]), name
+        assert "benchmarks/proxy_quality.py" in PROXIES[name].__doc__

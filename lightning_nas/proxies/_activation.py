@@ -16,6 +16,7 @@ from lightning_nas.proxies._base import (
     LossFn,
     Target,
     _device,
+    _experimental_proxy,
     _materialize,
     _output_sum,
     _replace_input,
@@ -64,6 +65,7 @@ class _ActivationCodes(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@_experimental_proxy("+0.63")
 def naswot(
     target: Target,
     batches: Iterable[Any],
@@ -102,6 +104,7 @@ def naswot(
     return sum(scores) / len(scores)
 
 
+@_experimental_proxy("+0.31")
 def jacob_cov(
     target: Target,
     batches: Iterable[Any],

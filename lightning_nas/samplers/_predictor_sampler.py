@@ -11,7 +11,7 @@ from scipy.stats import rankdata
 
 # Optuna's own exact hypervolume and non-dominated sorting (the ones its multi-objective samplers
 # use) rather than a second implementation here.
-from lightning_nas._optuna import cached_trials, hypervolume, non_domination_rank
+from lightning_nas._optuna import cached_trials, experimental, hypervolume, non_domination_rank
 from lightning_nas.samplers._base import _ArchSampler
 from lightning_nas.samplers._constraint import ConstraintFunc, _Closest
 from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 Encoder = Callable[[dict[str, Any]], Sequence[float]]
 
 
+@experimental(
+    "NAS-Bench-201 CIFAR-10: a median of 34 queries to a top-0.1% cell, against 43.5 for TPE at about 1/100 of "
+    "its cost per query and 26 for GP; benchmarks/nasbench201_search.py"
+)
 class PredictorSampler(_ArchSampler):
     """Predictor-guided search: fit a performance predictor, evaluate its best unseen candidate.
 
