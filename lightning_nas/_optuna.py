@@ -8,7 +8,12 @@ the behaviour each one is relied on for, so an Optuna upgrade that moves or chan
 fails there, in one place, instead of deep inside a sampler.
 
 Public Optuna API is used wherever it exists: ``Study.directions`` (not ``_is_multi_objective``),
-``BaseDistribution.to_internal_repr`` and :class:`optuna.exceptions.ExperimentalWarning`.
+``BaseDistribution.to_internal_repr`` and :class:`optuna.exceptions.ExperimentalWarning`. Checked
+against Optuna 5.0: it has no public hypervolume or non-dominated sort (only
+``plot_hypervolume_history``), no public way for a sampler to write a trial attribute (the storage
+is ``Study._storage``; ``Trial.set_system_attr`` is gone), and ``experimental_class`` lives in the
+private ``optuna._experimental``, whose note links to Optuna's own releases, hence
+:func:`experimental` here.
 """
 
 from __future__ import annotations
