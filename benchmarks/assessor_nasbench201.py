@@ -42,8 +42,8 @@ ARCHS = [{name: nb.OPS[c] for name, c in zip(nb.NAMES, code)} for code in nb.COD
 X_ONE_HOT = np.array([nb.one_hot_encoding(arch) for arch in ARCHS])
 
 # Search rows: the assessor with a lighter schedule, since PredictorSampler refits every query.
-SEARCH_ASSESSOR = {"pretrain_epochs": 50, "epochs": 100, "max_nodes": 600}
-SEARCH_CANDIDATES = 500
+SEARCH_ASSESSOR = {"pretrain_epochs": 30, "epochs": 60, "max_nodes": 400}
+SEARCH_CANDIDATES = 300
 nb.METHODS["PredictorSampler (assessor, one-hot)"] = (
     "all",
     lambda s: PredictorSampler(
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--seeds", type=int, default=5, help="seeds per cell of table (a)")
     parser.add_argument("--search-seeds", type=int, default=3, help="seeds per sampler in (b)")
-    parser.add_argument("--cap", type=int, default=100, help="query cap of every sampler in (b)")
+    parser.add_argument("--cap", type=int, default=60, help="query cap of every sampler in (b)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 

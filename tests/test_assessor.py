@@ -122,3 +122,12 @@ def test_guides_a_real_predictor_sampler_study() -> None:
         found.append(len(study.trials) if study.best_value >= best else None)
     # One optimum among 1024 architectures: random search needs ~512 queries on average.
     assert all(n is not None for n in found), found
+
+
+def test_degenerate_inputs() -> None:
+    # Constant targets: nothing to rank, every prediction is that constant.
+    pred = fast(seed=0, epochs=5, pretrain_epochs=0).fit(X_ALL[:5], np.full(5, 0.7)).predict(X_ALL[5:9])
+    np.testing.assert_allclose(pred, 0.7)
+    # One labelled node and no room for others: the queries are all predicted inductively.
+    tiny = fast(seed=0, epochs=5, max_nodes=1).fit(X_ALL[:1], np.ones(1)).predict(X_ALL[1:4])
+    assert np.all(np.isfinite(tiny))

@@ -68,7 +68,8 @@ class SemiSupervisedAssessor:
             Optional unlabelled architectures, encoded like ``X`` (shape ``(m, d)``), added as
             graph nodes to those given to :meth:`predict`.
         max_nodes:
-            Most nodes of the graph (labelled + unlabelled); the rest are predicted inductively.
+            Most nodes of the graph: every labelled row is a node, unlabelled rows fill the rest;
+            the query rows left out are predicted inductively.
         embedding_dim:
             Size of the learned representation.
         hidden_dim:
@@ -195,7 +196,8 @@ class _Graph:
     def __init__(self, z: torch.Tensor, edges: torch.Tensor) -> None:
         self.rows, self.cols = edges
         d2 = (z[self.rows] - z[self.cols]).square().sum(-1)
-        self.sigma2 = d2.detach().mean().clamp_min(1e-12)
+        # A graph of one node has no edges, and then no scale of its own.
+        self.sigma2 = d2.detach().mean().clamp_min(1e-12) if len(d2) else torch.tensor(1.0)
         weight = torch.exp(-d2 / self.sigma2)
         self.degree = torch.zeros(z.shape[0]).index_add(0, self.rows, weight) + 1.0
         scale = self.degree.rsqrt()
