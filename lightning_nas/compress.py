@@ -307,6 +307,9 @@ def compress(
         limits={"encoder_params": budget},
         costs={"encoder_params": encoder_cost},
         adapter_options={
+            # The space compress has always searched (global heads need a lightning_nas config on BERT);
+            # whether compress defaults to stock-expressible spaces is decided with issue 13.
+            "stock_config": False,
             "per_layer": per_layer,
             "hidden": elastic_hidden,
             "depth": elastic_depth,
