@@ -185,7 +185,7 @@ def test_stock_config_spaces_by_family() -> None:
     assert all(hidden % 4 == 0 for hidden in llama_like.space["hidden"].choices)
     bert_like = Supernet(FAMILIES["xlm-roberta"]().eval(), example_input=inputs())
     assert set(bert_like.space) == {"ffn", "depth"}
-    assert "derives the head size" in bert_like.plan.notes[0]
+    assert "has no head_dim field" in bert_like.plan.notes[0]
     with pytest.raises(ValueError, match="per_layer=True needs stock_config=False"):
         Supernet(FAMILIES["arcee"]().eval(), example_input=inputs(), per_layer=True)
 

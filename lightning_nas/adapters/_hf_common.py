@@ -140,8 +140,9 @@ class HFTransformerAdapter(Adapter):
         if stock_config and not family.head_dim_field and (heads or hidden):
             heads = hidden = False
             notes.append(
-                f"heads and hidden size fixed: {family.config_class} derives the head size as hidden_size // "
-                "num_attention_heads (stock_config=False frees them; exports then need `import lightning_nas`)"
+                f"heads and hidden size fixed: {family.config_class} has no head_dim field, so the head size is "
+                "hidden_size // num_attention_heads (stock_config=False frees them; exports then need "
+                "`import lightning_nas`)"
             )
         layers_path = _join(hf_path, family.layers_path(hf_model))
         layers = model.get_submodule(layers_path)

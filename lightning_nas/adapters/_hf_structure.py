@@ -233,7 +233,8 @@ def _probe_widths(
     variant.num_hidden_layers = 1
     if isinstance(getattr(variant, "layer_types", None), list):
         variant.layer_types = variant.layer_types[:1]
-    size = head_dim if head_dim_field else variant.hidden_size // heads
+    # A head size the config states (as a field, or as an extra attribute some modeling code reads) stays.
+    size = head_dim if head_dim_field or _field(config, "head_dim") else variant.hidden_size // heads
     try:
         with torch.device("meta"):
             probe = type(model)(variant)

@@ -1,0 +1,1 @@
+"""Ordinary Lightning code the jobs build on (no NAS inside; the callbacks add it)."""
