@@ -101,15 +101,10 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lightning_nas.apps import TextClassifier, TextDataModule, evaluate_accuracy  # noqa: E402
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import (  # noqa: E402
-    TextClassifier,
-    TextDataModule,
-    dense_encoder_params,
-    encoder_params,
-    evaluate_accuracy,
-)
+from lightning_nas.compress import dense_encoder_params, encoder_params  # noqa: E402
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402

@@ -12,23 +12,60 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning_nas.export import load_module, save_module
-from lightning_nas.importance import compute_importance, reorder_by_importance
-from lightning_nas.inputs import call_model
-from lightning_nas.metrics import count_flops, count_params, measure_latency
-from lightning_nas.proxies import PROXIES, ProxyObjective, compute_proxy, rank_archs, warmup
-from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
-from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
-from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
-from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
-from lightning_nas.supernet import Supernet
+if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and IDEs
+    from lightning_nas.callbacks import OneShotSearch, SupernetCallback
+    from lightning_nas.compress import compress
+    from lightning_nas.export import load_module, save_module
+    from lightning_nas.hpo import CostAwarePruner, JointObjective, TrialPruning, joint_search
+    from lightning_nas.importance import compute_importance, reorder_by_importance
+    from lightning_nas.inputs import call_model
+    from lightning_nas.metrics import count_flops, count_params, measure_latency
+    from lightning_nas.proxies import PROXIES, ProxyObjective, compute_proxy, rank_archs, warmup
+    from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
+    from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
+    from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
+    from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
+    from lightning_nas.supernet import Supernet
 
 __version__ = "0.1.0"
 
-# Names whose modules import Lightning (seconds of import time) load on first use.
+# Every name loads on first use: ``import lightning_nas`` (and the ``lightning-nas`` command's
+# ``--help``) stays instant instead of importing torch and Lightning (seconds).
 _LAZY = {
+    "load_module": "lightning_nas.export",
+    "save_module": "lightning_nas.export",
+    "compute_importance": "lightning_nas.importance",
+    "reorder_by_importance": "lightning_nas.importance",
+    "call_model": "lightning_nas.inputs",
+    "count_flops": "lightning_nas.metrics",
+    "count_params": "lightning_nas.metrics",
+    "measure_latency": "lightning_nas.metrics",
+    "PROXIES": "lightning_nas.proxies",
+    "ProxyObjective": "lightning_nas.proxies",
+    "compute_proxy": "lightning_nas.proxies",
+    "rank_archs": "lightning_nas.proxies",
+    "warmup": "lightning_nas.proxies",
+    "ConstrainedSampler": "lightning_nas.samplers",
+    "PredictorSampler": "lightning_nas.samplers",
+    "TabNASSampler": "lightning_nas.samplers",
+    "SearchResult": "lightning_nas.search",
+    "SubnetObjective": "lightning_nas.search",
+    "TorchmetricsEvaluator": "lightning_nas.search",
+    "one_shot_search": "lightning_nas.search",
+    "Arch": "lightning_nas.space",
+    "Depth": "lightning_nas.space",
+    "Dimension": "lightning_nas.space",
+    "Kernel": "lightning_nas.space",
+    "SearchSpace": "lightning_nas.space",
+    "Width": "lightning_nas.space",
+    "InstaTune": "lightning_nas.strategies",
+    "Sandwich": "lightning_nas.strategies",
+    "SinglePath": "lightning_nas.strategies",
+    "TrainingStrategy": "lightning_nas.strategies",
+    "distillation_loss": "lightning_nas.strategies",
+    "Supernet": "lightning_nas.supernet",
     "SupernetCallback": "lightning_nas.callbacks",
     "OneShotSearch": "lightning_nas.callbacks",
     "compress": "lightning_nas.compress",
@@ -83,5 +120,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'lightning_nas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

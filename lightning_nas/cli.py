@@ -1,4 +1,9 @@
-"""The ``lightning-nas`` command."""
+"""The ``lightning-nas`` command.
+
+Parsing imports neither torch nor Lightning, so ``--help`` answers at once; each command imports
+what it needs when it runs. Bad arguments or input end with one line, ``lightning-nas: error: ...``,
+and exit status 2 (``--debug`` shows the traceback instead).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,66 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_DESCRIPTION = """\
+Weight-entangled supernets and one-shot neural architecture search for PyTorch Lightning,
+driven by Optuna. Each command trains a model as a supernet, searches its sub-networks in an
+Optuna study and exports the best one as a smaller model.
+
+Run 'lightning-nas COMMAND --help' for the options of a command."""
+
+_COMPRESS_EPILOG = """\
+Data: without --train, the bundled Rotten Tomatoes reviews. With --train, CSV / TSV / JSON /
+JSONL / Parquet / text files or a datasets.save_to_disk folder; a missing validation or test
+split is carved out of train with --seed. Rerunning with the same arguments and --out resumes
+fine-tuning from the last checkpoint and the study.
+
+Example:
+  lightning-nas compress minilm --train reviews.csv --text-column review --label-column sentiment"""
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _dashboard_hint(storage: str) -> str:
+    from lightning_nas._jobs import cli_command
+
+    path = storage[len("sqlite:///") :] if storage.startswith("sqlite:///") else storage
+    return f"Open the study: {cli_command()} dashboard {path}"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -20,7 +83,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from lightning_nas.compress import compress
+    from lightning_nas.compress import TASKS, compress
 
     model_dir = args.model_dir
     if model_dir == "minilm":
@@ -30,7 +93,14 @@ def _compress(args: argparse.Namespace) -> int:
     report = compress(
         model_dir,
         args.out,
+        task=args.task,
+        train=args.train,
+        validation=args.validation,
+        test=args.test,
         dataset=args.data,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
         max_encoder_params=args.max_params,
         epochs=args.epochs,
         n_trials=args.trials,
@@ -38,15 +108,20 @@ def _compress(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         max_train=args.max_train,
+        max_test=args.max_test,
+        importance_batches=args.importance_batches,
         strategy=args.strategy,
         per_layer=args.per_layer,
         elastic_hidden=args.elastic_hidden,
         elastic_depth=args.elastic_depth,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
     )
+    auto_class = TASKS[args.task].auto_class
     print("\n" + report.table())
-    print(f"\nExported to {report.export_path}: AutoModelForSequenceClassification.from_pretrained(...) loads it")
-    print(f"Open the study: optuna-dashboard {report.study_storage}")
+    print(f"\nExported to {report.export_path}: transformers.{auto_class}.from_pretrained(...) loads it")
+    print(f"Report: {report.report_path}")
+    print(_dashboard_hint(report.study_storage))
     return 0
 
 
@@ -58,58 +133,154 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightning-nas", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The ``lightning-nas`` argument parser (imports no torch).
+
+    Example:
+        >>> build_parser().parse_args(["demo", "--epochs", "2"]).epochs
+        2
+    """
+    from lightning_nas.compress import TASKS  # torch-free: the tasks load their code when they run
+
+    def formatter(prog: str) -> argparse.HelpFormatter:
+        return _HelpFormatter(prog, max_help_position=32)
+
+    parser = argparse.ArgumentParser(prog="lightning-nas", description=_DESCRIPTION, formatter_class=formatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Accepted after the command too; SUPPRESS keeps a subcommand from resetting the top-level value.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
 
     demo = commands.add_parser(
-        "demo", help="train a CNN supernet on bundled digits, search it, export the best sub-network"
+        "demo",
+        parents=[debug],
+        formatter_class=formatter,
+        help="train a CNN supernet on bundled digits, search it, export the best sub-network",
+        description="Train a small CNN on scikit-learn's digits as a supernet, search it, export the best one.",
     )
     demo.add_argument("--out", default="nas_runs/demo", help="output directory (study, export)")
-    demo.add_argument("--epochs", type=int, default=8, help="supernet training epochs")
-    demo.add_argument("--trials", type=int, default=40, help="Optuna trials of the one-shot search")
-    demo.add_argument("--max-params", type=float, default=0.25, help="parameter budget, fraction of the full net")
-    demo.add_argument("--width", type=int, default=32, help="channels of the full network's first stage")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=_positive(int), default=8, help="supernet training epochs")
+    demo.add_argument("--trials", type=_positive(int), default=40, help="Optuna trials of the one-shot search")
+    demo.add_argument("--max-params", type=_fraction, default=0.25, help="parameter budget, fraction of the full net")
+    demo.add_argument("--width", type=_positive(int), default=32, help="channels of the full network's first stage")
+    demo.add_argument("--seed", type=int, default=0, help="seed of data split, training and search")
     demo.set_defaults(run=_demo)
 
     compress = commands.add_parser(
-        "compress", help="fine-tune a pretrained HF encoder as a supernet, search it, export a smaller model"
+        "compress",
+        parents=[debug],
+        formatter_class=formatter,
+        help="fine-tune a pretrained HF model as a supernet on your data, search it, export a smaller model",
+        description="Fine-tune a pretrained Hugging Face model as a supernet on a task, search its\n"
+        "sub-networks under a parameter budget, and export the best one with save_pretrained.",
+        epilog=_COMPRESS_EPILOG,
     )
     compress.add_argument(
-        "model_dir", help="Hugging Face model directory, or 'minilm' for the bundled all-MiniLM-L6-v2"
+        "model_dir", help="Hugging Face model directory with tokenizer files, or 'minilm' for the bundled MiniLM"
     )
-    compress.add_argument("--task", default="sequence-classification", choices=["sequence-classification"])
-    compress.add_argument("--data", default="rotten_tomatoes", help="bundled dataset name")
-    compress.add_argument("--max-params", type=float, default=0.5, help="budget: fraction of the encoder's parameters")
-    compress.add_argument("--out", default="nas_runs/compress", help="output directory (study, export)")
-    compress.add_argument("--epochs", type=int, default=1)
-    compress.add_argument("--trials", type=int, default=30)
-    compress.add_argument("--max-length", type=int, default=64)
-    compress.add_argument("--batch-size", type=int, default=32)
-    compress.add_argument("--lr", type=float, default=1e-4)
-    compress.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
-    compress.add_argument("--strategy", default="instatune", choices=["instatune", "sandwich", "spos"])
-    compress.add_argument("--per-layer", action="store_true", help="one heads/FFN width per layer (larger space)")
-    compress.add_argument("--elastic-hidden", action="store_true", help="also shrink the hidden size")
-    compress.add_argument("--elastic-depth", action="store_true", help="also drop layers")
-    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument(
+        "--task",
+        default="sequence-classification",
+        choices=list(TASKS),
+        help="; ".join(f"{name}: {task.description}" for name, task in TASKS.items()),
+    )
+    data = compress.add_argument_group("data")
+    data.add_argument("--train", default=None, help="training data: a file or a save_to_disk folder")
+    data.add_argument("--validation", default=None, help="validation data (default: carved out of --train)")
+    data.add_argument("--test", default=None, help="test data (default: carved out of --train)")
+    data.add_argument("--text-column", default=None, help="text column (default: text, sentence, sentence1, ...)")
+    data.add_argument(
+        "--text-pair-column", default=None, help="second text of a pair (default: sentence2 with sentence1, ...)"
+    )
+    data.add_argument("--label-column", default=None, help="label column (default: label, labels, ...)")
+    data.add_argument("--data", default=None, help="bundled dataset used without --train (rotten_tomatoes)")
+    data.add_argument("--max-train", type=_positive(int), default=None, help="use at most this many training rows")
+    data.add_argument("--max-test", type=_positive(int), default=None, help="use at most this many test rows")
+    data.add_argument("--max-length", type=_positive(int), default=64, help="truncation length in tokens")
+    job = compress.add_argument_group("fine-tuning and search")
+    job.add_argument(
+        "--max-params", type=_fraction, default=0.5, help="budget: fraction of the parameters outside the embeddings"
+    )
+    job.add_argument("--out", default="nas_runs/compress", help="output directory (checkpoints, study, export)")
+    job.add_argument("--epochs", type=_positive(int), default=1, help="fine-tuning epochs")
+    job.add_argument("--trials", type=_positive(int), default=30, help="Optuna trials of the search")
+    job.add_argument("--batch-size", type=_positive(int), default=32, help="training batch size")
+    job.add_argument("--lr", type=_positive(float), default=1e-4, help="peak learning rate (AdamW, linear schedule)")
+    job.add_argument(
+        "--importance-batches",
+        type=_non_negative_int,
+        default=8,
+        help="batches for sorting heads/neurons by importance (0: off)",
+    )
+    job.add_argument(
+        "--strategy",
+        default="instatune",
+        choices=["instatune", "sandwich", "spos"],
+        help="supernet training: sub-networks trained per step",
+    )
+    job.add_argument("--per-layer", action="store_true", help="one heads/FFN width per layer (larger space)")
+    job.add_argument("--elastic-hidden", action="store_true", help="also shrink the hidden size")
+    job.add_argument("--elastic-depth", action="store_true", help="also drop layers")
+    job.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
+    job.add_argument("--seed", type=int, default=0, help="seed of data order, carving, sampling and search")
     compress.set_defaults(run=_compress)
 
-    dashboard = commands.add_parser("dashboard", help="open a study storage in optuna-dashboard")
+    dashboard = commands.add_parser(
+        "dashboard",
+        parents=[debug],
+        formatter_class=formatter,
+        help="open a study storage in optuna-dashboard",
+        description="Serve optuna-dashboard for a study storage.",
+    )
     dashboard.add_argument(
         "storage", nargs="?", default="nas_runs/demo/nas.db", help="storage URL, or path of a nas.db file / its folder"
     )
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on")
     dashboard.add_argument("--artifact-dir", default=None, help="artifact folder (default: next to the nas.db)")
     dashboard.set_defaults(run=_dashboard)
     return parser
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (unless the help says it); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _is_bad_input(err: BaseException) -> bool:
+    """Errors that describe the user's arguments or files, not a fault of the program."""
+    if isinstance(err, ValueError | OSError | LookupError):
+        return True
+    return any(cls.__name__ == "MisconfigurationException" for cls in type(err).__mro__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lightning-nas``; returns the exit status (2 for bad arguments or input)."""
     args = build_parser().parse_args(argv)
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("lightning-nas: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+        if _is_bad_input(err):
+            print(f"lightning-nas: error: {first}", file=sys.stderr)
+            return 2
+        print(
+            f"lightning-nas: error: {type(err).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,158 +1,52 @@
-"""Compress a pretrained Hugging Face encoder for text classification (``lightning-nas compress``).
+"""Compress a pretrained Hugging Face model on the user's task (``lightning-nas compress``).
 
-The pretrained model becomes elastic while it is fine-tuned on the user's task (InstaTune):
-each layer's heads and FFN neurons are first sorted by importance so every sub-network keeps the
-part worth keeping, then each step trains the full model on labels and one random sub-network
-within the budget, distilled from it. An Optuna study then searches sub-networks (accuracy vs
-parameters vs the measured latency of the extracted model) under the budget on the encoder's
-parameters, and the best one is written with ``save_pretrained`` so that
-``AutoModelForSequenceClassification`` reloads it.
+The pretrained model becomes elastic while it is fine-tuned on the task (InstaTune): each layer's
+heads and FFN neurons are first sorted by importance so every sub-network keeps the part worth
+keeping, then each step trains the full model on labels and one random sub-network within the
+budget, distilled from it. An Optuna study then searches sub-networks (the task's metric vs
+parameters vs the measured latency of the extracted model) under the budget on the parameters
+outside the embeddings, and the best one is written with ``save_pretrained``.
 
-:class:`TextClassifier` and :class:`TextDataModule` are ordinary Lightning code; all the NAS comes
-from the two callbacks in :func:`compress`.
+What depends on the task (the Lightning module and data, the searched metric, the test
+evaluation, the report's columns) is a :class:`CompressTask` in :data:`TASKS`; the job itself
+(checks, fine-tuning with checkpoints, search, export, report) is written once, in
+:func:`compress`. The module imports no torch at import time, so the CLI can list the tasks
+instantly.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import lightning as L
-import torch
-import torch.nn.functional as F
-import torchmetrics
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+if TYPE_CHECKING:
+    import lightning as L
+    from torch import nn
+
+    from lightning_nas._jobs import Console
 
 __all__ = [
+    "TASKS",
     "WIDTH_FRACTIONS",
+    "CompressSettings",
+    "CompressTask",
     "CompressionReport",
-    "TextClassifier",
-    "TextDataModule",
+    "SequenceClassificationTask",
     "compress",
     "dense_encoder_params",
     "encoder_params",
-    "evaluate_accuracy",
+    "register_task",
 ]
 
 #: Default width choices of :func:`compress`: 1/4 to all of each width in steps of 1/24.
 WIDTH_FRACTIONS = tuple(k / 24 for k in range(6, 25))
 
-
-class TextClassifier(L.LightningModule):
-    """Fine-tunes ``AutoModelForSequenceClassification`` with cross-entropy; logs ``val_acc``.
-
-    Args:
-        model_dir: A Hugging Face model directory (or an already built model).
-        num_labels: Number of classes.
-        lr: Peak learning rate of AdamW (linear warm-up for 10% of the steps, then linear decay);
-            1e-4 suits MiniLM-sized models on a few thousand examples (5e-5 underfits).
-        weight_decay: AdamW weight decay.
-        max_length: Sequence length of the example input used to trace the model.
-    """
-
-    def __init__(
-        self,
-        model_dir: str | Path | nn.Module,
-        num_labels: int,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        max_length: int = 64,
-    ) -> None:
-        super().__init__()
-        from transformers import AutoModelForSequenceClassification
-
-        self.save_hyperparameters(ignore=["model_dir"])
-        if isinstance(model_dir, nn.Module):
-            self.model = model_dir
-        else:
-            # from_pretrained returns the model in eval mode and Lightning keeps each module's mode,
-            # so without train() the fine-tuning would silently run without dropout.
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
-            self.model = model.train()
-        self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_labels)
-        ids = torch.ones(2, max_length, dtype=torch.long)
-        self.example_input_array = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits, batch["labels"])
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        self.val_acc(logits, batch["labels"])
-        self.log("val_acc", self.val_acc, prog_bar=True)
-
-    def configure_optimizers(self) -> Any:
-        from transformers import get_linear_schedule_with_warmup
-
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        steps = self.trainer.estimated_stepping_batches
-        schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-class TextDataModule(L.LightningDataModule):
-    """Tokenised train / validation / test texts with dynamic padding.
-
-    Args:
-        tokenizer: A Hugging Face tokenizer.
-        train, val, test: ``(texts, labels)`` pairs.
-        max_length: Truncation length.
-        batch_size: Training batch size (evaluation uses twice as much).
-    """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        train: tuple[Sequence[str], Sequence[int]],
-        val: tuple[Sequence[str], Sequence[int]],
-        test: tuple[Sequence[str], Sequence[int]],
-        max_length: int = 64,
-        batch_size: int = 32,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.splits = {"train": train, "val": val, "test": test}
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        from transformers import DataCollatorWithPadding
-
-        texts, labels = self.splits[split]
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        rows = [
-            {"input_ids": ids, "attention_mask": mask, "labels": label}
-            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)
-        ]
-        return DataLoader(
-            rows,
-            batch_size=self.batch_size if shuffle else 2 * self.batch_size,
-            shuffle=shuffle,
-            collate_fn=DataCollatorWithPadding(self.tokenizer),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+_RUN_FILE = "run.json"
+_CHECKPOINTS = "checkpoints"
 
 
 def encoder_params(supernet: Any, arch: dict[str, int]) -> float:
@@ -161,59 +55,267 @@ def encoder_params(supernet: Any, arch: dict[str, int]) -> float:
 
 
 def _is_embedding(name: str, module: nn.Module) -> bool:
+    from torch import nn
+
     return isinstance(module, nn.Embedding)
 
 
 def dense_encoder_params(model: nn.Module) -> int:
     """:func:`encoder_params` of a plain model: its parameters outside ``nn.Embedding`` modules."""
+    from torch import nn
+
     embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
+@dataclass(frozen=True)
+class CompressSettings:
+    """Everything :func:`compress` was asked, as the tasks see it (see :func:`compress` for each field)."""
+
+    model_dir: Path
+    train: Any = None
+    validation: Any = None
+    test: Any = None
+    dataset: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    label_names: Sequence[str] | None = None
+    max_length: int = 64
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_train: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+
+
+class CompressTask:
+    """What :func:`compress` needs to know about one kind of task; subclasses go in :data:`TASKS`.
+
+    A task reads and checks its data before any model is loaded (:meth:`load_data`), builds the
+    ordinary Lightning module and datamodule (:meth:`build`), names the metric the module logs
+    in validation and the search optimises (:attr:`metric`, :attr:`direction`), and evaluates
+    a model on the test split (:meth:`evaluate`, whose keys are the :attr:`columns` of the
+    report).
+
+    Attributes:
+        name: The ``--task`` value.
+        description: One line for ``--help``.
+        metric: Name logged by the module's ``validation_step``, searched by the study.
+        direction: ``"maximize"`` or ``"minimize"``.
+        columns: ``(key, header, format)`` of the figures :meth:`evaluate` returns.
+        auto_class: The ``transformers`` Auto class that reloads an export.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    metric: ClassVar[str]
+    direction: ClassVar[str]
+    columns: ClassVar[tuple[tuple[str, str, str], ...]]
+    auto_class: ClassVar[str]
+
+    def __init__(self, settings: CompressSettings) -> None:
+        self.settings = settings
+
+    def load_data(self, tokenizer: Any, console: Console) -> Any:
+        """Read and check the data; print what was inferred. Runs before any model is loaded."""
+        raise NotImplementedError
+
+    def build(self, data: Any, tokenizer: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
+        """The Lightning module (the pretrained model inside, at attribute ``model``) and datamodule."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, datamodule: L.LightningDataModule) -> dict[str, float]:
+        """Figures of ``model`` on the test split, keyed as in :attr:`columns`."""
+        raise NotImplementedError
+
+    def latency_inputs(self, batch: int, length: int = 128) -> dict[str, Any]:
+        """Inputs of the latency measurement."""
+        import torch
+
+        ids = torch.ones(batch, length, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the trained model, for resuming only a run of the same settings."""
+        settings = asdict(self.settings)
+        for key in ("train", "validation", "test"):
+            settings[key] = _source_fingerprint(getattr(self.settings, key))
+        settings.pop("max_test")
+        return {
+            "task": self.name,
+            **{k: v if isinstance(v, (int, float, str, type(None))) else str(v) for k, v in settings.items()},
+        }
+
+
+#: The tasks :func:`compress` knows, by ``--task`` name.
+TASKS: dict[str, type[CompressTask]] = {}
+
+
+def register_task(task: type[CompressTask]) -> type[CompressTask]:
+    """Add a :class:`CompressTask` subclass to :data:`TASKS` (usable as a class decorator)."""
+    TASKS[task.name] = task
+    return task
+
+
+def _source_fingerprint(source: Any) -> Any:
+    if source is None or isinstance(source, str | os.PathLike):
+        return None if source is None else str(Path(source).resolve())
+    fingerprint = getattr(source, "_fingerprint", None)  # a datasets.Dataset
+    return fingerprint or f"{type(source).__module__}.{type(source).__qualname__}"
+
+
+@register_task
+class SequenceClassificationTask(CompressTask):
+    """Text (or text-pair) classification with ``AutoModelForSequenceClassification``; accuracy."""
+
+    name = "sequence-classification"
+    description = "text or text-pair classification (accuracy)"
+    metric = "val_acc"
+    direction = "maximize"
+    columns = (("test_acc", "test accuracy", "{:.4f}"),)
+    auto_class = "AutoModelForSequenceClassification"
+
+    def load_data(self, tokenizer: Any, console: Console) -> Any:
+        import lightning as L
+
+        from lightning_nas.datasets import bundled_text_classification, read_text_classification
+
+        s = self.settings
+        if isinstance(s.train, L.LightningDataModule):
+            if s.validation is not None or s.test is not None:
+                raise ValueError("with a LightningDataModule as train=, pass no validation= / test=")
+            names = s.label_names or getattr(s.train, "label_names", None)
+            if not names:
+                raise ValueError("a LightningDataModule needs label_names= (or a .label_names attribute)")
+            console.phase("data", f"{type(s.train).__name__} with {len(names)} labels")
+            return s.train
+        if s.train is None:
+            splits = bundled_text_classification(
+                s.dataset or "rotten_tomatoes", max_train=s.max_train, max_test=s.max_test
+            )
+        else:
+            if s.validation is not None and s.train is None:
+                raise ValueError("validation= needs train=")
+            splits = read_text_classification(
+                s.train,
+                s.validation,
+                s.test,
+                text_column=s.text_column,
+                text_pair_column=s.text_pair_column,
+                label_column=s.label_column,
+                max_train=s.max_train,
+                max_test=s.max_test,
+                seed=s.seed,
+            )
+        sizes = [len(split.texts) for split in (splits.train, splits.validation, splits.test)]
+        console.phase(
+            "data", "{} train / {} validation / {} test examples, ".format(*sizes) + f"{splits.num_labels} labels"
+        )
+        for note in splits.notes:
+            console.say(f"  {note}")
+        return splits
+
+    def build(self, data: Any, tokenizer: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
+        import lightning as L
+
+        from lightning_nas.apps import TextClassifier, TextDataModule
+
+        s = self.settings
+        if isinstance(data, L.LightningDataModule):
+            names = list(s.label_names or data.label_names)
+            datamodule = data
+        else:
+            names = list(data.label_names)
+            datamodule = TextDataModule(
+                tokenizer, data.train, data.validation, data.test, s.max_length, s.batch_size, s.seed
+            )
+        module = TextClassifier(s.model_dir, len(names), lr=s.lr, max_length=s.max_length, label_names=names)
+        return module, datamodule
+
+    def evaluate(self, model: nn.Module, datamodule: L.LightningDataModule) -> dict[str, float]:
+        from lightning_nas.apps import evaluate_accuracy
+
+        return {"test_acc": evaluate_accuracy(model, datamodule.test_dataloader())}
+
+
+_GENERIC_COLUMNS = (
+    ("params", "params (all)", "{:,}"),
+    ("encoder_params", "params w/o embeddings", "{:,.0f}"),
+)
+_COST_COLUMNS = (
+    ("latency_b32_ms", "latency b32 (ms)", "{:.1f}"),
+    ("latency_b1_ms", "latency b1 (ms)", "{:.1f}"),
+    ("size_mb", "weights (MB)", "{:.1f}"),
+)
+
+
 @dataclass
 class CompressionReport:
-    """Before/after figures of :func:`compress`."""
+    """Before/after figures of :func:`compress` and where everything went."""
 
     rows: list[dict[str, Any]]
     export_path: Path
     study_storage: str
+    columns: tuple[tuple[str, str, str], ...] = field(default=(("test_acc", "test accuracy", "{:.4f}"),))
+    report_path: Path | None = None
 
     def table(self) -> str:
+        """The rows as a text table, one column per figure, headers saying what is counted."""
         from lightning_nas._table import format_table
 
-        header = ["model", "params", "encoder params", "test acc", "latency b32 (ms)", "latency b1 (ms)", "size (MB)"]
-        body = [
-            [
-                r["model"],
-                f"{r['params']:,}",
-                f"{r['encoder_params']:,.0f}",
-                f"{r['test_acc']:.4f}",
-                f"{r['latency_b32_ms']:.1f}",
-                f"{r['latency_b1_ms']:.1f}",
-                f"{r['size_mb']:.1f}",
-            ]
-            for r in self.rows
-        ]
+        columns = (*_GENERIC_COLUMNS, *self.columns, *_COST_COLUMNS)
+        header = ["model", *(title for _, title, _ in columns)]
+        body = [[r["model"], *(fmt.format(r[key]) for key, _, fmt in columns)] for r in self.rows]
         return format_table(header, body)
 
 
-def evaluate_accuracy(model: nn.Module, loader: DataLoader) -> float:
-    """Accuracy of a Hugging Face sequence classifier on a loader of tokenised, labelled batches."""
-    correct = total = 0
-    model.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
-            total += len(batch["labels"])
-    return correct / total
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"{model_dir}: no usable tokenizer files (tokenizer.json, vocab.txt, ...); "
+            f"save them with tokenizer.save_pretrained({str(model_dir)!r}) ({str(err).splitlines()[0]})"
+        ) from err
+
+
+def _check_resume(out: Path, fingerprint: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from, or ``None``; refuses a directory of another run."""
+    run_file = out / _RUN_FILE
+    checkpoint = out / _CHECKPOINTS / "last.ckpt"
+    if not run_file.is_file():
+        if checkpoint.exists():
+            raise ValueError(f"{out} holds checkpoints but no {_RUN_FILE}; pass another output directory")
+        return None
+    try:
+        previous = json.loads(run_file.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{run_file} is unreadable ({err}); pass another output directory") from err
+    changed = [k for k in sorted(set(previous) | set(fingerprint)) if previous.get(k) != fingerprint.get(k)]
+    if changed:
+        details = "; ".join(f"{k}: {previous.get(k)!r} there, {fingerprint.get(k)!r} now" for k in changed[:3])
+        raise ValueError(
+            f"{out} holds a run with other settings ({details}); pass another output directory to start a new one"
+        )
+    return checkpoint if checkpoint.is_file() else None
 
 
 def compress(
     model_dir: str | Path,
     out_dir: str | Path = "nas_runs/compress",
     *,
-    dataset: str = "rotten_tomatoes",
+    task: str = "sequence-classification",
+    train: Any = None,
+    validation: Any = None,
+    test: Any = None,
+    dataset: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
     max_encoder_params: float = 0.5,
     epochs: int = 1,
     n_trials: int = 30,
@@ -230,23 +332,42 @@ def compress(
     width_fractions: Sequence[float] = WIDTH_FRACTIONS,
     seed: int = 0,
     limit_train_batches: int | float | None = None,
+    checkpoint_every: int = 200,
+    progress_interval: float = 30.0,
 ) -> CompressionReport:
-    """Fine-tune ``model_dir`` as a supernet on a text-classification task, search it, export it.
+    """Fine-tune ``model_dir`` as a supernet on a task, search it, export the best sub-network.
+
+    Every argument and the data are checked before any model is loaded; a bad one raises a
+    one-line ``ValueError`` / ``FileNotFoundError`` naming the file, column or option, and nothing
+    is written. Fine-tuning checkpoints into ``out_dir/checkpoints``; calling again with the same
+    arguments resumes from the last checkpoint (and resumes the study), a different run in the
+    same ``out_dir`` is refused.
 
     Args:
-        model_dir: A pretrained Hugging Face encoder (BERT, RoBERTa, DistilBERT, ELECTRA family).
-        out_dir: Where the study (``nas.db``) and the exported model (``best_model/``) go.
-        dataset: A bundled dataset (:func:`~lightning_nas.datasets.available_text_datasets`).
-        max_encoder_params: Budget on the encoder's parameters (embeddings excluded), as a
-            fraction of the original's.
-        epochs: Fine-tuning epochs (one InstaTune epoch over the 8.9k training texts costs about
-            1.7 plain epochs; the default keeps a CPU run of MiniLM well under 30 minutes).
+        model_dir: A pretrained Hugging Face model directory with its tokenizer files (encoders:
+            BERT, RoBERTa, DistilBERT, ELECTRA families).
+        out_dir: Where the study (``nas.db``), checkpoints, ``report.json`` and the exported
+            model (``best_model/``) go.
+        task: A name in :data:`TASKS`.
+        train: The training data: a CSV / TSV / JSON / JSONL / Parquet / text file or a
+            ``save_to_disk`` directory, a ``datasets.Dataset``, or a ``LightningDataModule``
+            (then also ``label_names``). Default: the bundled ``dataset``.
+        validation, test: Further splits (files or Datasets); carved out of ``train`` with
+            ``seed`` when missing.
+        dataset: A bundled dataset (:func:`~lightning_nas.datasets.available_text_datasets`),
+            used when no ``train`` is given (default ``rotten_tomatoes``).
+        text_column, text_pair_column, label_column: Columns of the data (default: detected,
+            see :func:`~lightning_nas.datasets.read_text_classification`).
+        label_names: Class names, needed with a ``LightningDataModule``.
+        max_encoder_params: Budget on the parameters outside the embeddings, as a fraction of
+            the original's.
+        epochs: Fine-tuning epochs (one InstaTune epoch costs about 1.7 plain epochs).
         n_trials: Optuna trials of the search.
-        max_length: Truncation length.
+        max_length: Truncation length in tokens.
         batch_size: Training batch size.
         lr: Peak learning rate.
-        max_train: Use at most this many training texts (``None``: all).
-        max_test: Use at most this many test texts.
+        max_train: Use at most this many training rows (``None``: all).
+        max_test: Use at most this many test rows.
         importance_batches: Training batches used to sort heads/neurons by importance (0: off).
         strategy: Supernet training strategy (``"instatune"``, ``"sandwich"``, ``"spos"``). Its
             random sub-networks are drawn only among those within the budget: the others are
@@ -259,40 +380,152 @@ def compress(
             such as all-MiniLM-L6-v2, has a nearly constant [CLS] token before its last layer.
         width_fractions: Choices of every width as fractions of the original (default: steps
             of 1/24 from 1/4, so FFN widths of MiniLM in steps of 64 neurons).
-        seed: Seed of data order, sampling and search.
+        seed: Seed of data order, carving, sampling and search.
         limit_train_batches: Passed to the Trainer (for quick runs).
+        checkpoint_every: Save a resumable checkpoint every this many optimizer steps (and at
+            the end of fine-tuning).
+        progress_interval: Seconds between progress lines when stdout is not a terminal.
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original
         fine-tuned model with the export.
     """
-    from transformers import AutoTokenizer
+    import lightning_nas._jobs as jobs
 
+    console = jobs.Console("compress")
+    # ---- every check before any model is loaded or anything is written
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if not 0 < max_encoder_params <= 1:
+        raise ValueError(f"max_encoder_params is a fraction in (0, 1], got {max_encoder_params}")
+    jobs.check_positive(
+        epochs=epochs,
+        n_trials=n_trials,
+        max_length=max_length,
+        batch_size=batch_size,
+        lr=lr,
+        max_train=max_train,
+        max_test=max_test,
+        checkpoint_every=checkpoint_every,
+    )
+    if importance_batches < 0:
+        raise ValueError(f"importance_batches must be >= 0, got {importance_batches}")
+    if train is None and (validation is not None or test is not None):
+        raise ValueError("validation= / test= need train=")
+    if train is not None and dataset is not None:
+        raise ValueError(f"pass either a bundled dataset ({dataset!r}) or train=, not both")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    out = Path(out_dir).resolve()
+    jobs.check_out_dir(out)
+    settings = CompressSettings(
+        model_dir=model_dir.resolve(),
+        train=train,
+        validation=validation,
+        test=test,
+        dataset=dataset,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        label_names=tuple(label_names) if label_names is not None else None,
+        max_length=max_length,
+        batch_size=batch_size,
+        lr=lr,
+        max_train=max_train,
+        max_test=max_test,
+        seed=seed,
+    )
+    job = TASKS[task](settings)
+    tokenizer = _load_tokenizer(model_dir)
+    data = job.load_data(tokenizer, console)
+    fingerprint = {
+        **job.fingerprint(),
+        "max_encoder_params": max_encoder_params,
+        "epochs": epochs,
+        "importance_batches": importance_batches,
+        "strategy": strategy,
+        "per_layer": per_layer,
+        "elastic_hidden": elastic_hidden,
+        "elastic_depth": elastic_depth,
+        "width_fractions": [round(f, 6) for f in width_fractions],
+        "limit_train_batches": limit_train_batches,
+    }
+    fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from run.json
+    resume_from = _check_resume(out, fingerprint)
+    return _run(
+        job,
+        data,
+        tokenizer,
+        out,
+        console,
+        resume_from=resume_from,
+        fingerprint=fingerprint,
+        max_encoder_params=max_encoder_params,
+        epochs=epochs,
+        n_trials=n_trials,
+        importance_batches=importance_batches,
+        strategy=strategy,
+        adapter_options={
+            # The space compress has always searched (global heads need a lightning_nas config on BERT);
+            # whether compress defaults to stock-expressible spaces is decided with issue 13.
+            "stock_config": False,
+            "per_layer": per_layer,
+            "hidden": elastic_hidden,
+            "depth": elastic_depth,
+            "width_fractions": tuple(width_fractions),
+        },
+        seed=seed,
+        limit_train_batches=limit_train_batches,
+        checkpoint_every=checkpoint_every,
+        progress_interval=progress_interval,
+    )
+
+
+def _run(
+    job: CompressTask,
+    data: Any,
+    tokenizer: Any,
+    out: Path,
+    console: Console,
+    *,
+    resume_from: Path | None,
+    fingerprint: dict[str, Any],
+    max_encoder_params: float,
+    epochs: int,
+    n_trials: int,
+    importance_batches: int,
+    strategy: str,
+    adapter_options: Mapping[str, Any],
+    seed: int,
+    limit_train_batches: int | float | None,
+    checkpoint_every: int,
+    progress_interval: float,
+) -> CompressionReport:
+    """The job after the checks: fine-tune as a supernet, search, export, measure, report."""
+    import lightning as L
+
+    import lightning_nas._jobs as jobs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
-    from lightning_nas.datasets import load_text_classification, train_validation_split
+    from lightning_nas.callbacks._quiet import quiet_lightning
     from lightning_nas.export.hf import export_hf, load_hf
     from lightning_nas.importance import reorder_by_importance
     from lightning_nas.metrics import count_params, directory_size, measure_latency
 
-    if not 0 < max_encoder_params <= 1:
-        raise ValueError(f"max_encoder_params is a fraction in (0, 1], got {max_encoder_params}")
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
     L.seed_everything(seed, verbose=False)
-    out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    (out / _RUN_FILE).write_text(json.dumps(fingerprint, indent=2))
+    storage = f"sqlite:///{out / 'nas.db'}"
 
-    data = load_text_classification(dataset, max_train=max_train, max_test=max_test)
-    fit_x, fit_y, val_x, val_y = train_validation_split(data.train_texts, data.train_labels)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    datamodule = TextDataModule(
-        tokenizer, (fit_x, fit_y), (val_x, val_y), (data.test_texts, data.test_labels), max_length, batch_size, seed
-    )
-    module = TextClassifier(model_dir, len(data.label_names), lr=lr, max_length=max_length)
+    console.phase("loading model", str(job.settings.model_dir))
+    with quiet_lightning():
+        module, datamodule = job.build(data, tokenizer)
 
     def prepare(supernet: Any) -> None:
-        if importance_batches:
+        if resume_from is not None:  # the checkpoint holds the sorted, fine-tuned weights
+            console.phase("importance sorting", "skipped: resuming from a checkpoint of sorted weights")
+        elif importance_batches:
+            console.phase("importance sorting", f"heads and FFN neurons of every layer on {importance_batches} batches")
             reorder_by_importance(supernet, datamodule.train_dataloader(), max_batches=importance_batches)
 
     def encoder_cost(arch: dict[str, int]) -> float:
@@ -306,67 +539,86 @@ def compress(
         seed=seed,
         limits={"encoder_params": budget},
         costs={"encoder_params": encoder_cost},
-        adapter_options={
-            # The space compress has always searched (global heads need a lightning_nas config on BERT);
-            # whether compress defaults to stock-expressible spaces is decided with issue 13.
-            "stock_config": False,
-            "per_layer": per_layer,
-            "hidden": elastic_hidden,
-            "depth": elastic_depth,
-            "width_fractions": tuple(width_fractions),
-        },
+        adapter_options=adapter_options,
     )
-    supernet_callback.build(module)
-    supernet = supernet_callback.supernet
+    supernet = supernet_callback.build(module)
+    console.say(f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params w/o embeddings")
+
+    def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
+        console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
+        return export_hf(net, directory, arch, tokenizer=tokenizer, **verification)
+
     search = OneShotSearch(
-        metric="val_acc",
+        metric=job.metric,
+        direction=job.direction,
         objectives=("params", "latency"),
         costs={"encoder_params": encoder_cost},
         limits={"encoder_params": budget},
         n_trials=n_trials,
-        storage=f"sqlite:///{out / 'nas.db'}",
+        storage=storage,
         study_name="compress",
         export_dir=out / "best_model",
-        exporter=functools.partial(export_hf, tokenizer=tokenizer),
+        exporter=exporter,
         loader=load_hf,
         seed=seed,
     )
+    on_terminal = jobs.interactive()
+    callbacks: list[Any] = [
+        supernet_callback,
+        jobs.Phases(console, f"{n_trials} trials in study 'compress' at {storage}"),
+        search,
+        jobs.ResumableCheckpoint(out / _CHECKPOINTS, checkpoint_every),
+    ]
+    if not on_terminal:
+        callbacks.append(jobs.StepProgress(console, progress_interval))
     trainer = L.Trainer(
         max_epochs=epochs,
-        callbacks=[supernet_callback, search],
+        callbacks=callbacks,
         default_root_dir=str(out),
         logger=False,
-        enable_checkpointing=False,
+        enable_progress_bar=on_terminal,
         enable_model_summary=False,
         limit_train_batches=limit_train_batches,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule)
+    steps_per_epoch = len(datamodule.train_dataloader())
+    if limit_train_batches is not None:
+        steps_per_epoch = (
+            min(steps_per_epoch, limit_train_batches)
+            if isinstance(limit_train_batches, int)
+            else int(steps_per_epoch * limit_train_batches)
+        )
+    console.phase(
+        "fine-tuning",
+        f"{epochs} epoch(s) x {steps_per_epoch} steps, strategy {strategy}; checkpoints in {out / _CHECKPOINTS}"
+        + (f"; resuming from {resume_from}" if resume_from else ""),
+    )
+    with quiet_lightning():
+        trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if search.best_model is None:
         raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
 
-    test_loader = datamodule.test_dataloader()
+    console.phase("test evaluation and latency measurement", "original and compressed, batch 32 and 1")
     full = supernet.extract(supernet.max_arch())
-    examples = {
-        batch: {"input_ids": torch.ones(batch, 128, dtype=torch.long), "attention_mask": torch.ones(batch, 128)}
-        for batch in (32, 1)
-    }
+    examples = {batch: job.latency_inputs(batch) for batch in (32, 1)}
     rows = []
-    sources = (("fine-tuned original", full, model_dir), ("compressed", search.best_model, search.export_path))
-    for name, model, path in sources:
+    sources = (
+        ("fine-tuned original", full, supernet.max_arch(), job.settings.model_dir),
+        ("compressed", search.best_model, search.result.best_arch, search.export_path),
+    )
+    for name, model, arch, path in sources:
         model = model.eval()
-        arch = supernet.max_arch() if model is full else search.result.best_arch
         rows.append(
             {
                 "model": name,
                 "params": count_params(model),
                 "encoder_params": encoder_params(supernet, arch),
-                "test_acc": evaluate_accuracy(model, test_loader),
+                **job.evaluate(model, datamodule),
                 "latency_b32_ms": measure_latency(model, examples[32], repeats=5) * 1e3,
                 "latency_b1_ms": measure_latency(model, examples[1], repeats=20) * 1e3,
                 "size_mb": directory_size(Path(path) / "model.safetensors") / 2**20,
             }
         )
-    report = CompressionReport(rows, search.export_path, f"sqlite:///{out / 'nas.db'}")
-    (out / "report.json").write_text(json.dumps(rows, indent=2))
-    return report
+    report_path = out / "report.json"
+    report_path.write_text(json.dumps(rows, indent=2))
+    return CompressionReport(rows, search.export_path, storage, job.columns, report_path)

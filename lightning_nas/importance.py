@@ -38,11 +38,10 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_nas.adapters import Segment
-from lightning_nas.inputs import eval_mode, to_device
+from lightning_nas.inputs import eval_mode, model_loss, to_device
 from lightning_nas.space import Width
 from lightning_nas.supernet import Supernet
 
@@ -80,7 +79,7 @@ def compute_importance(
         gets a ``(G, units)`` tensor, one row per group.
     """
     names = _width_dims(supernet, dims)
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or model_loss
     model = supernet.model
     device = next(model.parameters()).device
     groups = {n: _groups(supernet, n) for n in names}
@@ -162,17 +161,6 @@ def _width_dims(supernet: Supernet, dims: Sequence[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"{unknown} are not width dimensions of the supernet; width dimensions: {widths}")
     return list(dims)
-
-
-def _default_loss(model: nn.Module, batch: Any) -> Tensor:
-    if isinstance(batch, Mapping) and ("labels" in batch or "label" in batch):
-        inputs = dict(batch)
-        if "label" in inputs:
-            inputs["labels"] = inputs.pop("label")
-        return model(**inputs).loss
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return F.cross_entropy(model(batch[0]), batch[1])
-    raise TypeError(f"cannot tell the loss of a {type(batch).__name__} batch; pass `loss_fn=lambda model, batch: ...`")
 
 
 Axis = tuple[nn.Module, str, tuple[Segment, ...]]

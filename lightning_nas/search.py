@@ -22,11 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from lightning_nas._table import format_table
-from lightning_nas.inputs import call_model, to_device
+from lightning_nas.inputs import batch_targets, call_model, output_tensor, to_device
 from lightning_nas.metrics import measure_latency
 from lightning_nas.samplers import ConstrainedSampler, is_rejection
 from lightning_nas.space import Arch
-from lightning_nas.strategies import output_tensor
 from lightning_nas.supernet import Supernet
 
 __all__ = [
@@ -48,13 +47,6 @@ __all__ = [
 COSTS = ("params", "flops", "latency")
 
 
-def default_target(batch: Any) -> torch.Tensor:
-    """Labels of a batch: the second item of a tuple, or ``batch["labels"]``."""
-    if isinstance(batch, Mapping):
-        return batch["labels"] if "labels" in batch else batch["label"]
-    return batch[1]
-
-
 class TorchmetricsEvaluator:
     """Scores a sub-network with a torchmetrics metric over a data loader (inherited weights).
 
@@ -67,7 +59,7 @@ class TorchmetricsEvaluator:
         dataloader: Validation batches.
         calibration: Training batches for batch-norm recalibration (``None``: no recalibration).
         forward: ``forward(model, batch) -> output``; default :func:`~lightning_nas.call_model`.
-        target: ``target(batch) -> labels``; default: ``batch[1]`` or ``batch["labels"]``.
+        target: ``target(batch) -> labels``; default :func:`~lightning_nas.inputs.batch_targets`.
         calibration_batches: At most this many calibration batches.
     """
 
@@ -78,7 +70,7 @@ class TorchmetricsEvaluator:
         dataloader: Iterable[Any],
         calibration: Iterable[Any] | None = None,
         forward: Callable[[nn.Module, Any], Any] = call_model,
-        target: Callable[[Any], torch.Tensor] = default_target,
+        target: Callable[[Any], torch.Tensor] = batch_targets,
         calibration_batches: int = 64,
     ) -> None:
         self.supernet = supernet

@@ -122,10 +122,15 @@ class Depth(Dimension):
         blocks: Indices of the blocks that may be skipped, in the order they are kept: with
             value ``v`` the first ``v`` of them run. Other children always run.
         choices: Allowed numbers of kept blocks (0 allowed).
+        size: The full depth; it is ``len(blocks)``, so giving it only checks it.
 
     Example:
         >>> Depth("blocks", blocks=[0, 1, 2, 3], choices=[2, 3, 4]).min
         2
+        >>> Depth("blocks", blocks=[0, 1], choices=[1, 2], size=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: depth dimension 'blocks': size=4 but 2 skippable blocks are given (the size is their number)
     """
 
     kind = "depth"
@@ -134,6 +139,11 @@ class Depth(Dimension):
     def __init__(
         self, container: str, blocks: Sequence[int], choices: Iterable[int], name: str = "", size: int | None = None
     ) -> None:
+        if size is not None and int(size) != len(blocks):
+            raise ValueError(
+                f"depth dimension {name or container!r}: size={size} but {len(blocks)} skippable blocks are given "
+                "(the size is their number)"
+            )
         super().__init__(choices, len(blocks), name)
         self.container = container
         self.blocks = tuple(int(b) for b in blocks)

@@ -1,21 +1,31 @@
-"""Training strategies: which sub-networks each training step runs, and the distillation loss.
+"""Training strategies: which sub-networks each training step runs, the distillation loss, and the
+students' half of a supernet training step.
 
-A step trains one *teacher* architecture with the user's own ``training_step`` (labels, dropout,
-everything the user wrote) and then any number of *student* architectures that learn from the
-teacher's detached outputs (in-place distillation, BigNAS / AttentiveNAS).
+A step trains one *teacher* architecture on labels (with the user's own ``training_step`` under
+:class:`~lightning_nas.callbacks.SupernetCallback`, with a loss function in
+:func:`~lightning_nas.proxies.warmup`) and then any number of *student* architectures that learn
+from the teacher's detached outputs (in-place distillation, BigNAS / AttentiveNAS):
+:func:`train_students` is that second half, the one implementation both use.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
+from lightning_nas.inputs import output_tensor
 from lightning_nas.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from lightning_nas.supernet import Supernet
 
 __all__ = [
     "InstaTune",
@@ -25,6 +35,7 @@ __all__ = [
     "distillation_loss",
     "output_tensor",
     "resolve_strategy",
+    "train_students",
 ]
 
 
@@ -123,22 +134,6 @@ def resolve_strategy(strategy: str | TrainingStrategy) -> TrainingStrategy:
         raise ValueError(f"unknown training strategy {strategy!r}; choose one of {sorted(_BY_NAME)}") from None
 
 
-def output_tensor(output: Any) -> Tensor:
-    """The prediction tensor in a model output: itself, ``.logits``, or the first tensor inside."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, dict) and isinstance(output.get("logits"), Tensor):
-        return output["logits"]
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, Tensor):
-                return item
-    raise TypeError(f"cannot find a prediction tensor in a model output of type {type(output).__name__}")
-
-
 def distillation_loss(student: Any, teacher: Any, temperature: float = 1.0) -> Tensor:
     """In-place distillation loss between two model outputs.
 
@@ -160,3 +155,82 @@ def distillation_loss(student: Any, teacher: Any, temperature: float = 1.0) -> T
     log_p_teacher = F.log_softmax(teacher.float().reshape(-1, classes) / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
     return kl * temperature**2
+
+
+#: ``distill(student_output, teacher_output)`` or ``distill(student_output, teacher_output, batch)``.
+Distill = Callable[..., Tensor]
+
+
+def train_students(
+    supernet: Supernet,
+    students: Sequence[Arch],
+    run: Callable[[Any], Any],
+    teacher_output: Any,
+    batch: Any = None,
+    *,
+    distill: Distill = distillation_loss,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+    context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> float:
+    """The students' half of a supernet training step; returns their mean distillation loss.
+
+    Each student architecture runs ``run(model)`` (the teacher's inputs) with batch-norm running
+    statistics frozen (they describe the teacher's network, not a mix of sub-networks), is
+    distilled from the teacher's detached output, and ``backward(loss)`` adds its gradients to the
+    teacher's: one optimizer step then sees them all. The architecture active before is restored.
+
+    Args:
+        supernet: The supernet being trained.
+        students: The student architectures.
+        run: Runs the model on the step's inputs, e.g. ``lambda model: call_model(model, batch)``.
+        teacher_output: The teacher's output on the same inputs.
+        batch: The training batch, given to a ``distill`` that takes three arguments (e.g. to use
+            the labels too).
+        distill: The distillation loss, default :func:`distillation_loss`.
+        backward: Back-propagates one student's loss (a trainer's, with loss scaling and
+            accumulation, under Lightning).
+        context: A context each student's forward runs in (e.g. autocast).
+
+    Example:
+        >>> import torch
+        >>> from lightning_nas import Supernet
+        >>> net = Supernet(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)),
+        ...                example_input=torch.zeros(1, 4))
+        >>> x = torch.randn(5, 4)
+        >>> loss = train_students(net, [net.space.min_arch()], lambda model: model(x), net.model(x))
+        >>> loss > 0 and net.model[0].weight.grad is not None
+        True
+    """
+    if not students:
+        return 0.0
+    takes_batch = _required_positional(distill) >= 3
+    teacher_output = _detach(teacher_output)
+    previous = supernet.arch
+    total = 0.0
+    try:
+        for arch in students:
+            supernet.set_arch(arch)
+            with context(), supernet.frozen_batchnorm_statistics():
+                output = run(supernet.model)
+                loss = distill(output, teacher_output, batch) if takes_batch else distill(output, teacher_output)
+            total += float(loss.detach())
+            backward(loss)
+    finally:
+        supernet.set_arch(previous)
+    return total / len(students)
+
+
+def _required_positional(function: Callable[..., Any]) -> int:
+    """How many positional arguments without a default ``function`` takes."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: the two-argument form
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+
+
+def _detach(output: Any) -> Any:
+    try:
+        return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, output)
+    except Exception:  # noqa: BLE001 - outputs that pytree cannot walk are used as they are
+        return output

@@ -64,6 +64,11 @@ class Supernet:
         adapter: Name or instance of the adapter to use; by default the first that matches.
         **adapter_options: Passed to the adapter, e.g. ``width_fractions=(0.5, 1.0)``.
 
+    Attributes:
+        warmup_steps: Optimizer steps that :func:`~lightning_nas.proxies.warmup` took on this
+            supernet; :func:`~lightning_nas.proxies.sigeo` picks its warmed-up weights when it is
+            positive.
+
     Example:
         >>> import torch
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
@@ -90,6 +95,7 @@ class Supernet:
         if isinstance(model, ElasticModule) or any(isinstance(m, ElasticModule) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
         self.example_input = example_input
+        self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
         if dimensions is None:  # refuse a model no adapter handles before running anything
             self.adapter: Adapter | None = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
@@ -219,11 +225,21 @@ class Supernet:
             self.set_arch(previous)
 
     # extraction and measurements --------------------------------------------------------------
-    def extract(self, arch: Mapping[str, int] | None = None) -> nn.Module:
+    def extract(self, arch: Mapping[str, int] | None = None, reinit: bool = False) -> nn.Module:
         """A standalone dense copy of a sub-network (the active one if ``arch`` is None).
 
         The copy contains plain torch modules only: it runs without ``lightning_nas`` and its
-        outputs equal the sub-network's outputs inside the supernet.
+        outputs equal the sub-network's outputs inside the supernet. With ``reinit=True`` it gets
+        fresh weights instead, initialised the way its modules (and, through the adapter, its
+        model family, e.g. timm) initialise: the architecture, to be retrained from scratch.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+            >>> net = Supernet(model, example_input=torch.randn(1, 4))
+            >>> fresh = net.extract({"0": 8}, reinit=True)
+            >>> fresh[0].weight.shape, torch.equal(fresh[0].weight, model[0].weight[:8])
+            (torch.Size([8, 4]), False)
         """
         arch = self.arch if arch is None else dict(arch)
         with self.use(arch):
@@ -235,6 +251,8 @@ class Supernet:
         dense = _densify(model)
         if self.adapter is not None:
             dense = self.adapter.finalize(dense, arch, self.plan)
+        if reinit:
+            (self.adapter or find_adapter(dense, "generic")).reinitialize(dense)
         return dense
 
     def num_params(

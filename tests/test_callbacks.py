@@ -9,10 +9,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_nas import Supernet
 from lightning_nas.callbacks import SupernetCallback
 from lightning_nas.demo import DigitsClassifier, DigitsDataModule
 from lightning_nas.elastic import ElasticModule
+from lightning_nas.proxies import warmup
 from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, distillation_loss, output_tensor
 
 
@@ -242,3 +245,65 @@ def test_distill_may_use_the_training_batch(tmp_path) -> None:
     assert len(labels_seen) == 4 * 2  # 4 steps, a random student and the smallest
     assert all(t.dtype == torch.long for t in labels_seen)
     assert trainer.callback_metrics["nas/distill_loss"] > 0
+
+
+class _TinyBN(L.LightningModule):
+    """An MLP with batch norm, trained with plain SGD so that one step is easy to reproduce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(6, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+        )
+        self.example_input_array = torch.zeros(2, 6)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_warmup_and_the_callback_take_the_same_training_step(tmp_path) -> None:
+    """One supernet step: the teacher on labels, students distilled with frozen batch-norm statistics."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 6, generator=generator)
+    loader = DataLoader(TensorDataset(x, torch.randint(0, 3, (24,), generator=generator)), batch_size=8)
+    module = _TinyBN()
+    copy = _TinyBN().model
+    callback = SupernetCallback(strategy=Sandwich(num_random=1), module="model", seed=3)
+    _trainer(tmp_path, [callback], limit_val_batches=0, max_steps=3).fit(module, loader)
+
+    net = Supernet(copy, example_input=torch.zeros(2, 6))
+    optimizer = torch.optim.SGD(net.model.parameters(), lr=0.1)
+    result = warmup(net, list(loader), steps=3, strategy=Sandwich(num_random=1), seed=3, optimizer=optimizer)
+    assert result.steps == 3
+    trained, warmed = module.model.state_dict(), net.model.state_dict()
+    assert any(not torch.equal(v, _TinyBN().model.state_dict()[k]) for k, v in trained.items())
+    for key, value in trained.items():  # weights and batch-norm statistics alike
+        torch.testing.assert_close(warmed[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+def test_resume_with_another_strategy_restores_the_state_and_says_so(tmp_path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = SupernetCallback(strategy="sandwich", module="model", seed=3)
+    _trainer(tmp_path, [first, checkpoint], enable_checkpointing=True).fit(_module(), DigitsDataModule())
+    path = tmp_path / "ckpt" / "last.ckpt"
+
+    resumed = SupernetCallback(strategy="spos", module="model", seed=3)
+    with pytest.warns(UserWarning, match=r"trained with Sandwich\(num_random=2, include_min=True\).*SinglePath"):
+        _trainer(tmp_path, [resumed]).fit(_module(), DigitsDataModule(), ckpt_path=str(path))
+    assert resumed._rng.getstate() == first._rng.getstate()
+
+    # A checkpoint of an earlier version, whose state key contains the strategy, is restored too.
+    state = torch.load(path, weights_only=False)
+    legacy = SupernetCallback._generate_state_key(first, module="model", strategy=repr(first.strategy))
+    state["callbacks"][legacy] = state["callbacks"].pop(first.state_key)
+    del state["callbacks"][legacy]["strategy"]
+    torch.save(state, tmp_path / "legacy.ckpt")
+    again = SupernetCallback(strategy="spos", module="model", seed=5)
+    with pytest.warns(UserWarning, match="trained with Sandwich"):
+        _trainer(tmp_path, [again]).fit(_module(), DigitsDataModule(), ckpt_path=str(tmp_path / "legacy.ckpt"))
+    assert again._rng.getstate() == first._rng.getstate()

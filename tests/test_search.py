@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import lightning as L
@@ -16,7 +17,7 @@ from optuna.trial import TrialState
 from lightning_nas import Supernet
 from lightning_nas.callbacks import OneShotSearch, SupernetCallback
 from lightning_nas.demo import DigitsClassifier, DigitsDataModule
-from lightning_nas.export import load_module
+from lightning_nas.export import load_module, load_subnet
 from lightning_nas.samplers import is_rejection
 from lightning_nas.search import TorchmetricsEvaluator, one_shot_search
 from tests.models import MLP
@@ -71,15 +72,27 @@ def test_search_writes_a_study_that_optuna_reads_back(tmp_path) -> None:
 
     # The export is on disk, physically smaller, and reproduces the supernet's sub-network.
     best_arch = search.result.best_arch
-    exported = load_module(search.export_path)
+    exported = load_subnet(search.export_path, supernet)  # the user's own classes, weights from safetensors
     assert sum(p.numel() for p in exported.parameters()) == supernet.num_params(best_arch) <= limit
+    assert type(search.best_model) is type(exported)
     assert (search.export_path / "model.pt2").exists()
-    program = load_module(search.export_path, program=True)
+    program = load_module(search.export_path)
     x = torch.rand(5, 1, 8, 8)
     torch.testing.assert_close(program(x), exported(x))
-    # ... and attached to the study as Optuna artifacts, which optuna-dashboard offers.
+    with torch.no_grad():
+        torch.testing.assert_close(search.best_model(x), exported(x))
+    # ... and attached to the study as Optuna artifacts, which optuna-dashboard offers: no pickle among them.
     files = {meta.filename for meta in get_all_artifact_meta(study)}
-    assert files == {"model.pt", "model.pt2", "arch.json", "search.json"}
+    assert files == {"model.safetensors", "model.pt2", "arch.json", "search.json"}
+    manifest = json.loads((search.export_path / "arch.json").read_text())
+    assert manifest["arch"] == best_arch
+    assert manifest["verification"]["inputs"] == [
+        "the example input",
+        "input 0",
+        "input 1",
+        "random input 0",
+        "random input 1",
+    ]  # two real validation batches among them
 
 
 def test_search_resumes_the_same_study(tmp_path) -> None:

@@ -82,3 +82,9 @@ def test_sample_where_draws_only_matching_architectures() -> None:
     assert len({tuple(arch.values()) for arch in draws}) == 8  # every matching arch turns up
     with pytest.raises(ValueError, match="no architecture satisfying"):
         space.sample(rng, where=lambda arch: False, max_draws=50)
+
+
+def test_depth_size_is_the_number_of_blocks() -> None:
+    assert Depth("blocks", [0, 1, 2], choices=[1, 3], size=3).size == 3
+    with pytest.raises(ValueError, match="size=5 but 3 skippable blocks"):
+        Depth("blocks", [0, 1, 2], choices=[1, 3], size=5)

@@ -27,3 +27,10 @@ if importlib.util.find_spec("transformers") is not None:
     from lightning_nas.adapters.hf_encoder import HFEncoderAdapter
 
     __all__ += ["HFDecoderAdapter", "HFEncoderAdapter"]
+
+# Likewise the timm adapter, only where timm is installed.
+if importlib.util.find_spec("timm") is not None:
+    from lightning_nas.adapters.timm import TimmAdapter
+
+    register_adapter(TimmAdapter())
+    __all__ += ["TimmAdapter"]

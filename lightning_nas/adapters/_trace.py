@@ -12,7 +12,7 @@ not. Running the real forward (rather than ``torch.fx``) copes with Python contr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -131,6 +131,7 @@ class ChannelTrace:
     kernels: list[str]  # convolutions that ran, in call order
     blocks: list[_Block]
     notes: list[str] = field(default_factory=list)
+    granule: dict[int, int] = field(default_factory=dict)  # group -> its width must be a multiple of this
 
 
 class _UnionFind:
@@ -163,8 +164,15 @@ def _tensors(obj: Any) -> list[Tensor]:
 
 
 class _ChannelTracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        leaves: Collection[type[nn.Module]] = SUPPORTED_LEAVES,
+        vectors: Mapping[type[nn.Module], tuple[str, ...]] | None = None,
+    ) -> None:
         super().__init__()
+        self.leaves = frozenset(leaves)
+        self.granule: dict[int, int] = {}
         self.uf = _UnionFind()
         self.size: list[int] = []
         self.pin_reason: dict[int, str] = {}
@@ -180,6 +188,27 @@ class _ChannelTracer(TorchFunctionMode):
         for path, module in model.named_modules():
             for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
                 self.owner.setdefault(id(tensor), (path, module))
+        for path, module in model.named_modules():
+            self._trace_vectors(path, module, (vectors or {}).get(type(module), ()))
+
+    def _trace_vectors(self, path: str, module: nn.Module, names: tuple[str, ...]) -> None:
+        """Parameters laid out along the features on their last axis (a layer scale, a class token).
+
+        They share one group, which the ops using them couple to the features they meet; the
+        module's ``"features"`` axis follows that group.
+        """
+        group = None
+        for name in names:
+            param = module._parameters.get(name)
+            if param is None:
+                continue
+            if group is None:
+                group = self.new_group(param.shape[-1])
+            layout = _Layout(param.dim() - 1, (TraceSegment(group, param.shape[-1]),))
+            if param.shape[-1] != self.size[group]:
+                self.pin(layout, f"{path}.{name} has another length than the module's other vectors")
+            self.set_layout(param, layout)
+            self.axes.setdefault((path, "features"), layout)
 
     # groups -----------------------------------------------------------------------------------
     def new_group(self, channels: int, producer: str | None = None) -> int:
@@ -213,6 +242,8 @@ class _ChannelTracer(TorchFunctionMode):
                     root = self.uf.union(ra, rb)
                     other = rb if root == ra else ra
                     self.producers[root] = self.producers[root] + self.producers.pop(other, [])
+                    if other in self.granule:
+                        self.granule[root] = math.lcm(self.granule.get(root, 1), self.granule.pop(other))
                     if other in self.pin_reason:
                         self.pin_reason.setdefault(root, self.pin_reason.pop(other))
         return True
@@ -246,7 +277,8 @@ class _ChannelTracer(TorchFunctionMode):
         name = _op_name(func)
         inputs = _tensors((args, kwargs))
         traced = [t for t in inputs if id(t) in self.layouts]
-        owned = [self.owner[id(t)] for t in inputs if id(t) in self.owner]
+        # A parameter with a layout (see _trace_vectors) is followed like any traced tensor.
+        owned = [self.owner[id(t)] for t in inputs if id(t) in self.owner and id(t) not in self.layouts]
         if not traced and not owned:
             return out
         handler = getattr(self, f"_op_{name}", None)
@@ -274,15 +306,24 @@ class _ChannelTracer(TorchFunctionMode):
         path, module = self.owner[id(weight)]
         x = args[0]
         layout = self.layout_of(x)
-        if type(module) not in SUPPORTED_LEAVES or not self._current_module_owns(path, name):
+        if type(module) not in self.leaves or not self._current_module_owns(path, name):
             return self._op_foreign_parameter(name, args, kwargs, out)
         axis = in_axis % x.dim()
         if layout is not None and layout.axis != axis:
             self.pin(layout, f"{path} reads features on another axis")
             layout = None
         if isinstance(module, nn.Conv2d) and module.groups > 1:
-            if module.groups == module.in_channels == module.out_channels and layout is not None:
-                # Depthwise: one channel axis, passed through unchanged.
+            per_group = module.in_channels // module.groups
+            if module.in_channels == module.out_channels and layout is not None:
+                # Depthwise or grouped with equal in/out: one channel axis, passed through unchanged;
+                # a grouped one shrinks by whole groups (RegNet's group width stays fixed).
+                if per_group > 1:
+                    segment = layout.segments[0]
+                    if len(layout.segments) != 1 or segment.group is None or segment.inner != 1:
+                        self.pin(layout, f"{path} is a grouped convolution")
+                    else:
+                        root = self.uf.find(segment.group)
+                        self.granule[root] = math.lcm(self.granule.get(root, 1), per_group)
                 self.record_axis(path, "out", layout, f"{path} is used with different inputs")
                 self.kernels.append(path)
                 self.set_layout(out, layout)
@@ -329,7 +370,7 @@ class _ChannelTracer(TorchFunctionMode):
             return self._op_default(name, (x,), {}, out)
         path, module = self.owner[id(path_tensor)]
         layout = self.layout_of(x)
-        if type(module) not in SUPPORTED_LEAVES or not self._current_module_owns(path, name):
+        if type(module) not in self.leaves or not self._current_module_owns(path, name):
             return self._op_foreign_parameter(name, (x,), {}, out)
         if layout is not None and layout.axis != axis % x.dim():
             self.pin(layout, f"{path} normalises another axis")
@@ -369,6 +410,17 @@ class _ChannelTracer(TorchFunctionMode):
         tensors = list(args[0] if args else kwargs["tensors"])
         dim = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % out.dim()
         layouts = [self.layout_of(t) for t in tensors]
+        if (
+            all(lay is not None for lay in layouts)
+            and len({lay.axis for lay in layouts}) == 1
+            and layouts[0].axis != dim
+            and len({t.dim() for t in tensors}) == 1
+        ):
+            # Joined along another axis (tokens after a class token): the features must agree.
+            for other in layouts[1:]:
+                self.unify(layouts[0], other, f"{name} joins tensors with different features")
+            self.set_layout(out, _Layout(layouts[0].axis, layouts[0].segments))
+            return
         if all(lay is not None and lay.axis == dim for lay in layouts if lay is not None):
             segments: list[TraceSegment] = []
             for tensor, lay in zip(tensors, layouts):
@@ -387,6 +439,16 @@ class _ChannelTracer(TorchFunctionMode):
         old, new = list(x.shape), list(out.shape)
         if old == new:
             self.set_layout(out, layout)
+            return
+        kept_old = [i for i, n in enumerate(old) if n != 1]
+        kept_new = [i for i, n in enumerate(new) if n != 1]
+        if old[layout.axis] != 1 and [old[i] for i in kept_old] == [new[i] for i in kept_new]:
+            # Only singleton axes added or removed (a per-channel vector reshaped to (1, C, 1, 1)).
+            axis = kept_new[kept_old.index(layout.axis)]
+            if self._size_is_inferred(name, args, kwargs, axis):
+                self.set_layout(out, _Layout(axis, layout.segments))
+            else:
+                self.pin(layout, f"{name} to a fixed shape {tuple(new)}")
             return
         prefix = 0
         while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
@@ -426,6 +488,16 @@ class _ChannelTracer(TorchFunctionMode):
         if layout is not None:
             self.set_layout(out, _Layout(order.index(layout.axis), layout.segments))
 
+    def _op_expand(self, name: str, args: tuple, kwargs: dict, out: Tensor) -> None:
+        x, layout = args[0], self.layout_of(args[0])
+        if layout is None:
+            return
+        axis = layout.axis + out.dim() - x.dim()
+        if out.shape[axis] == x.shape[layout.axis]:
+            self.set_layout(out, _Layout(axis, layout.segments))
+        else:
+            self.pin(layout, "expand of the feature axis")
+
     def _op_transpose(self, name: str, args: tuple, kwargs: dict, out: Tensor) -> None:
         x, layout = args[0], self.layout_of(args[0])
         if layout is None:
@@ -452,7 +524,7 @@ class _ChannelTracer(TorchFunctionMode):
             if isinstance(item, Tensor) or isinstance(item, (list, tuple)):
                 return self.pin(layout, "advanced indexing")
             if in_axis == layout.axis:
-                if isinstance(item, slice) and item == slice(None):
+                if isinstance(item, slice) and self._keeps_everything(item, x.shape[in_axis]):
                     return self.set_layout(out, _Layout(out_axis, layout.segments))
                 return self.pin(layout, "indexing the feature axis")
             if not isinstance(item, int):
@@ -460,6 +532,16 @@ class _ChannelTracer(TorchFunctionMode):
             in_axis += 1
         if in_axis <= layout.axis:  # untouched trailing axes, feature axis among them
             self.set_layout(out, _Layout(out_axis + layout.axis - in_axis, layout.segments))
+
+    @staticmethod
+    def _keeps_everything(item: slice, length: int) -> bool:
+        """``x[:, :n]`` with ``n`` at least the length keeps every feature, and still does when the
+        features shrink (GhostNet's ``cat(...)[:, :out_chs]``)."""
+        return (
+            item.start in (None, 0)
+            and item.step in (None, 1)
+            and (item.stop is None or (isinstance(item.stop, int) and item.stop >= length))
+        )
 
     def _op_reduction(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         x, layout = args[0], self.layout_of(args[0])
@@ -530,15 +612,26 @@ class _ChannelTracer(TorchFunctionMode):
         return axis, [lay for _, lay in traced]
 
 
-def trace_channels(model: nn.Module, run: Callable[[nn.Module], Any]) -> ChannelTrace:
+def trace_channels(
+    model: nn.Module,
+    run: Callable[[nn.Module], Any],
+    leaves: Collection[type[nn.Module]] = SUPPORTED_LEAVES,
+    vectors: Mapping[type[nn.Module], tuple[str, ...]] | None = None,
+) -> ChannelTrace:
     """Trace how features flow through ``model`` while ``run(model)`` executes its forward.
 
     Args:
         model: The model to trace (left unchanged).
         run: Calls the model once, e.g. ``lambda m: m(example_input)``; it returns the outputs,
             whose feature groups are pinned (the number of outputs cannot change).
+        leaves: Module types whose ``linear`` / ``conv2d`` / ``batch_norm`` / ``layer_norm`` /
+            ``embedding`` calls start or follow features, as the plain torch layers do (a family
+            adapter adds its subclasses that have an elastic version).
+        vectors: Module types with parameters laid out along the features on their last axis, by
+            parameter name (layer scales, class tokens, position embeddings); their elastic
+            version slices those parameters on its ``"features"`` axis.
     """
-    tracer = _ChannelTracer(model)
+    tracer = _ChannelTracer(model, leaves, vectors)
     blocks: dict[tuple[str, int], _Block] = {}
     handles = []
     containers = {
@@ -601,6 +694,9 @@ def trace_channels(model: nn.Module, run: Callable[[nn.Module], Any]) -> Channel
             TraceSegment(None if s.group is None else find(s.group), s.channels, s.inner) for s in layout.segments
         )
 
+    granules: dict[int, int] = {}
+    for g, q in tracer.granule.items():
+        granules[find(g)] = math.lcm(granules.get(find(g), 1), q)
     return ChannelTrace(
         group_size={g: tracer.size[g] for g in roots},
         pinned={find(g): why for g, why in tracer.pin_reason.items()},
@@ -619,4 +715,5 @@ def trace_channels(model: nn.Module, run: Callable[[nn.Module], Any]) -> Channel
             for b in blocks.values()
         ],
         notes=list(dict.fromkeys(tracer.notes)),
+        granule=granules,
     )

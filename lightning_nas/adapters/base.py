@@ -43,6 +43,17 @@ class Adapter(ABC):
         """Adjust a freshly extracted dense model (config fields, tied weights, ...)."""
         return dense
 
+    def reinitialize(self, dense: nn.Module) -> None:
+        """Give an extracted model fresh weights, as its modules initialise themselves.
+
+        By default every module with a ``reset_parameters`` method calls it (torch's layers,
+        norms with their running statistics); a family adapter adds the family's own scheme.
+        """
+        for module in dense.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
 
 _REGISTRY: list[Adapter] = []
 

@@ -13,7 +13,7 @@ from lightning_nas.adapters.base import Adapter
 from lightning_nas.elastic import kernel_is_elastic
 from lightning_nas.space import Depth, Dimension, Kernel, Width
 
-__all__ = ["GenericAdapter", "default_width_choices"]
+__all__ = ["GenericAdapter", "default_width_choices", "plan_from_trace"]
 
 DEFAULT_WIDTH_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -52,44 +52,65 @@ class GenericAdapter(Adapter):
     ) -> ElasticPlan:
         if options:
             raise TypeError(f"unknown options for the generic adapter: {sorted(options)}")
-        trace = trace_channels(model, run)
-        dims: dict[str, Dimension] = {}
-        group_dim: dict[int, str] = {}
-        notes = list(trace.notes)
-        for group, size in sorted(trace.group_size.items()):
-            producers = trace.producers.get(group, [])
-            if not producers:
-                continue
-            if group in trace.pinned:
-                notes.append(f"{producers[0]}: width fixed ({trace.pinned[group]})")
-                continue
-            choices = default_width_choices(size, width_fractions)
-            if len(choices) > 1:
-                group_dim[group] = producers[0]
-                dims[producers[0]] = Width([], choices, size=size, name=producers[0])
+        return plan_from_trace(model, trace_channels(model, run), width_fractions, min_kernel, depth)
 
-        def segments(trace_segments: tuple[TraceSegment, ...]) -> tuple[Segment, ...]:
-            return tuple(
-                Segment(group_dim.get(s.group) if s.group is not None else None, s.channels, s.inner)
-                for s in trace_segments
-            )
 
-        layouts = {}
-        axes: dict[str, list[str]] = {name: [] for name in dims}
-        for (path, role), trace_segments in trace.axes.items():
-            if trace_segments is None:
-                continue
-            layout = segments(trace_segments)
-            if any(s.dim is not None for s in layout):
-                layouts[(path, role)] = layout
-                for s in layout:
-                    if s.dim is not None:
-                        axes[s.dim].append(path if role == "features" else f"{path}:{role}")
-        dims = {name: Width(axes[name], d.choices, size=d.size, name=name) for name, d in dims.items()}
-        if depth:
-            dims.update(_depth_dimensions(trace))
-        dims.update(_kernel_dimensions(model, trace, min_kernel))
-        return ElasticPlan(dims, layouts, notes)
+def plan_from_trace(
+    model: nn.Module,
+    trace: ChannelTrace,
+    width_fractions: Sequence[float] = DEFAULT_WIDTH_FRACTIONS,
+    min_kernel: int = 5,
+    depth: bool = True,
+) -> ElasticPlan:
+    """The plan of a traced model: a width per free group, depths of residual stacks, large kernels.
+
+    A group whose convolutions are grouped (RegNet) shrinks in whole groups: its width counts
+    units of the group width.
+    """
+    dims: dict[str, Dimension] = {}
+    group_dim: dict[int, str] = {}
+    notes = list(trace.notes)
+    for group, size in sorted(trace.group_size.items()):
+        producers = trace.producers.get(group, [])
+        if not producers:
+            continue
+        if group in trace.pinned:
+            notes.append(f"{producers[0]}: width fixed ({trace.pinned[group]})")
+            continue
+        units = size // trace.granule.get(group, 1)
+        choices = default_width_choices(units, width_fractions)
+        if len(choices) > 1:
+            group_dim[group] = producers[0]
+            dims[producers[0]] = Width([], choices, size=units, name=producers[0])
+
+    def segments(trace_segments: tuple[TraceSegment, ...]) -> tuple[Segment, ...] | None:
+        result = []
+        for s in trace_segments:
+            dim = group_dim.get(s.group) if s.group is not None else None
+            q = trace.granule.get(s.group, 1) if dim is not None else 1
+            if s.channels % q:
+                return None
+            result.append(Segment(dim, s.channels // q, s.inner * q))
+        return tuple(result)
+
+    layouts = {}
+    axes: dict[str, list[str]] = {name: [] for name in dims}
+    for (path, role), trace_segments in trace.axes.items():
+        if trace_segments is None:
+            continue
+        layout = segments(trace_segments)
+        if layout is None:
+            raise RuntimeError(f"{path}:{role} splits a group of a grouped convolution")
+        if any(s.dim is not None for s in layout):
+            layouts[(path, role)] = layout
+            for s in layout:
+                if s.dim is not None:
+                    axes[s.dim].append(path if role == "features" else f"{path}:{role}")
+    dims = {name: Width(axes[name], d.choices, size=d.size, name=name) for name, d in dims.items()}
+    if depth:
+        dims.update(_depth_dimensions(trace))
+    dims.update(_kernel_dimensions(model, trace, min_kernel))
+    return ElasticPlan(dims, layouts, notes)
 
 
 def _depth_dimensions(trace: ChannelTrace) -> dict[str, Dimension]:

@@ -1,1 +1,20 @@
-"""Ordinary Lightning code the jobs build on (no NAS inside; the callbacks add it)."""
+"""Ordinary Lightning code the jobs build on: no NAS inside, the callbacks add it.
+
+- :mod:`~lightning_nas.apps.text_classification`: a Hugging Face sequence classifier
+  (:class:`TextClassifier`), its data (:class:`TextDataModule`) and test accuracy.
+- :mod:`~lightning_nas.apps.digits`: a small CNN on scikit-learn's digits (the ``demo`` job).
+"""
+
+from __future__ import annotations
+
+from lightning_nas.apps.digits import DigitsClassifier, DigitsCNN, DigitsDataModule
+from lightning_nas.apps.text_classification import TextClassifier, TextDataModule, evaluate_accuracy
+
+__all__ = [
+    "DigitsCNN",
+    "DigitsClassifier",
+    "DigitsDataModule",
+    "TextClassifier",
+    "TextDataModule",
+    "evaluate_accuracy",
+]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +18,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning_nas.callbacks._quiet import quiet_lightning
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
-from lightning_nas.export.module import export_subnet, load_module
+from lightning_nas.export._files import check_target
+from lightning_nas.export.module import export_subnet, load_subnet
 from lightning_nas.inputs import call_model
 from lightning_nas.search import (
     COSTS,
@@ -123,11 +126,16 @@ class OneShotSearch(L.Callback):
             ``False`` to skip the export.
         calibration_batches: Training batches used to recalibrate batch norm per sub-network.
         forward: ``forward(model, batch)`` used for calibration and torchmetrics evaluation.
-        exporter: ``exporter(supernet, directory, arch) -> directory`` writes the best
-            sub-network; default :func:`~lightning_nas.export.export_subnet` (plain torch), e.g.
-            :func:`~lightning_nas.export.hf.export_hf` for Hugging Face models.
+        exporter: ``exporter(supernet, directory, arch, inputs=batches, forward=forward) ->
+            directory`` writes the best sub-network and verifies it against the supernet on the
+            example input and ``verify_batches`` validation batches; default
+            :func:`~lightning_nas.export.export_subnet` (safetensors + ``torch.export`` program,
+            no pickle; ``functools.partial(export_subnet, pickle=True)`` adds a pickled
+            ``model.pt``), e.g. :func:`~lightning_nas.export.hf.export_hf` for Hugging Face models.
         loader: Reads an export back (``loader(directory) -> model``), to hand the reloaded
-            model to the caller as :attr:`best_model`.
+            model to the caller as :attr:`best_model`; default: the safetensors weights into your
+            own model class (:func:`~lightning_nas.export.load_subnet`).
+        verify_batches: Validation batches the exporter checks the export on.
         seed: Seed of the default sampler.
 
     Attributes:
@@ -153,8 +161,9 @@ class OneShotSearch(L.Callback):
         export_dir: str | Path | bool | None = None,
         calibration_batches: int = 64,
         forward: Callable[[Any, Any], Any] = call_model,
-        exporter: Callable[[Supernet, Path, Arch], Any] = export_subnet,
-        loader: Callable[[Path], Any] = load_module,
+        exporter: Callable[..., Any] = export_subnet,
+        loader: Callable[[Path], Any] | None = None,
+        verify_batches: int = 2,
         seed: int = 0,
     ) -> None:
         known = [*COSTS, *(costs or {})]
@@ -179,6 +188,7 @@ class OneShotSearch(L.Callback):
         self.forward = forward
         self.exporter = exporter
         self.loader = loader
+        self.verify_batches = verify_batches
         self.seed = seed
         self.result: SearchResult | None = None
         self.best_model: Any = None
@@ -190,6 +200,8 @@ class OneShotSearch(L.Callback):
         supernet = find_supernet_callback(trainer).build(pl_module)
         try:
             check_feasible(supernet, self.limits(supernet), cost_functions(supernet, extra=self.costs))
+            if self.export_dir is not False:
+                check_target(self.export_target(trainer))
         except ValueError as err:
             raise MisconfigurationException(f"OneShotSearch: {err}") from err
 
@@ -222,6 +234,10 @@ class OneShotSearch(L.Callback):
 
     def default_root(self, trainer: L.Trainer) -> Path:
         return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def export_target(self, trainer: L.Trainer) -> Path:
+        """Where the best sub-network goes: ``export_dir``, or ``<log dir>/best_subnet``."""
+        return Path(self.export_dir) if self.export_dir else self.default_root(trainer) / "best_subnet"
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SearchResult:
         """Run the search now (also usable on a supernet trained earlier)."""
@@ -279,8 +295,8 @@ class OneShotSearch(L.Callback):
             show_progress_bar=trainer.progress_bar_callback is not None,
         )
         if self.result.best is not None and self.export_dir is not False:
-            self.export_path = Path(self.export_dir) if self.export_dir else root / "best_subnet"
-            self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path)
+            self.export_path = self.export_target(trainer)
+            self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path, val_loaders)
             self.result.study.set_user_attr("export_path", str(self.export_path))
             if isinstance(storage, str) and storage.startswith("sqlite:///"):
                 self._upload_artifacts(storage, self.export_path)
@@ -298,20 +314,35 @@ class OneShotSearch(L.Callback):
         store = FileSystemArtifactStore(str(folder))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for file in sorted(path.iterdir()):
+            for file in sorted(p for p in path.iterdir() if p.is_file()):
                 upload_artifact(study_or_trial=self.result.study, file_path=str(file), artifact_store=store)
 
-    def export(self, supernet: Supernet, arch: Arch, calibration: Iterable[Any] | None, path: Path) -> Any:
-        """Write ``arch`` with recalibrated batch norm through the exporter, and return it reloaded."""
+    def export(
+        self,
+        supernet: Supernet,
+        arch: Arch,
+        calibration: Iterable[Any] | None,
+        path: Path,
+        validation: Any = None,
+    ) -> Any:
+        """Write ``arch`` with recalibrated batch norm through the exporter, and return it reloaded.
+
+        The exporter verifies the files against the supernet on ``verify_batches`` batches of
+        ``validation`` (a data loader or a list of them) besides the example input.
+        """
+        loader = validation[0] if isinstance(validation, (list, tuple)) and validation else validation
+        batches = list(itertools.islice(loader, self.verify_batches)) if loader is not None else []
         with supernet.use(arch), supernet.batchnorm_snapshot():
             if calibration is not None:
                 supernet.recalibrate_batchnorm(calibration, self.forward, self.calibration_batches)
-            path = Path(self.exporter(supernet, path, arch))
+            path = Path(self.exporter(supernet, path, arch, inputs=batches, forward=self.forward))
         summary = {
             "study": self.study_name,
             "metric": self.metric_name,
             "trial": self.result.best.number,
             "values": self.result.best.values,
         }
-        (path / "search.json").write_text(json.dumps(summary, indent=2))
-        return self.loader(path)
+        tmp = path / ".search.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, path / "search.json")  # never a half-written summary next to a verified export
+        return load_subnet(path, supernet) if self.loader is None else self.loader(path)

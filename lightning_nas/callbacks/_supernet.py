@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
+from torch.nn.parallel import DistributedDataParallel
 
+from lightning_nas.callbacks._ddp import average_gradients, check_strategy, ddp_model
 from lightning_nas.inputs import call_model
 from lightning_nas.search import check_feasible, cost_functions, resolve_limits
 from lightning_nas.space import Dimension
-from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
+from lightning_nas.strategies import TrainingStrategy, _detach, distillation_loss, resolve_strategy, train_students
 from lightning_nas.supernet import Supernet
 
 __all__ = ["SupernetCallback", "find_supernet_callback"]
@@ -96,7 +97,6 @@ class SupernetCallback(L.Callback):
         self.example_input = example_input
         self.dimensions = dimensions
         self.distill = distill
-        self._distill_takes_batch = _required_positional(distill) >= 3
         self.seed = seed
         self.adapter = adapter
         self.adapter_options = dict(adapter_options or {})
@@ -119,10 +119,12 @@ class SupernetCallback(L.Callback):
         self._students: list[dict[str, int]] = []
         self._in_student_backward = False
         self._batch: Any = None
+        self._ddp: DistributedDataParallel | None = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(module=self.module, strategy=repr(self.strategy))
+        # Not the strategy: a resume with another strategy must find (and restore) this state.
+        return self._generate_state_key(module=self.module)
 
     # building ---------------------------------------------------------------------------------
     def build(self, pl_module: L.LightningModule) -> Supernet:
@@ -190,6 +192,8 @@ class SupernetCallback(L.Callback):
             ) from None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            check_strategy(trainer, pl_module)
         self.build(pl_module)
 
     # training ---------------------------------------------------------------------------------
@@ -217,6 +221,9 @@ class SupernetCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch = batch
+        self._ddp = ddp_model(trainer)
+        if self._ddp is not None:
+            self._ddp.require_backward_grad_sync = False
         if self.limits:
             self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng, self.within_limits)
         else:
@@ -226,7 +233,10 @@ class SupernetCallback(L.Callback):
         self._capturing = bool(self._students)
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._in_student_backward or not self._students:
+        if self._in_student_backward:
+            return
+        if not self._students:
+            self._after_last_backward(trainer)
             return
         if self._capture is None:
             raise MisconfigurationException(
@@ -236,23 +246,30 @@ class SupernetCallback(L.Callback):
             )
         args, kwargs, teacher_output = self._capture
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        total = 0.0
         self._in_student_backward = True
         try:
-            for arch in self._students:
-                self.supernet.set_arch(arch)
-                with trainer.precision_plugin.forward_context(), self.supernet.frozen_batchnorm_statistics():
-                    output = self.supernet.model(*args, **kwargs)
-                    if self._distill_takes_batch:
-                        loss = self.distill(output, teacher_output, self._batch)
-                    else:
-                        loss = self.distill(output, teacher_output)
-                total += float(loss.detach())
-                trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer)
+            loss = train_students(
+                self.supernet,
+                self._students,
+                lambda model: model(*args, **kwargs),
+                teacher_output,
+                self._batch,
+                distill=self.distill,
+                backward=lambda loss: trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer),
+                context=trainer.precision_plugin.forward_context,
+            )
         finally:
             self._in_student_backward = False
-            self.supernet.set_arch(self._teacher)
-        pl_module.log("nas/distill_loss", total / len(self._students), on_step=True, on_epoch=True)
+        pl_module.log("nas/distill_loss", loss, on_step=True, on_epoch=True)
+        self._after_last_backward(trainer)
+
+    def _after_last_backward(self, trainer: L.Trainer) -> None:
+        # DDP's own synchronisation is off for the step (see `_ddp`): average the gradients of
+        # teacher and students once, at the accumulation boundary, before the optimizer step.
+        if self._ddp is not None and not trainer.fit_loop._should_accumulate():
+            average_gradients(self._ddp)
+            # As after DDP's own synchronised step: rank 0's buffers are broadcast before the next forward.
+            self._ddp.require_forward_param_sync = True
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -261,6 +278,9 @@ class SupernetCallback(L.Callback):
         self._capturing = False
         self._batch = None
         self.supernet.set_arch(None)
+        if self._ddp is not None:
+            self._ddp.require_backward_grad_sync = True
+            self._ddp = None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation during fit measures the full network. When the strategy does not train the
@@ -282,8 +302,17 @@ class SupernetCallback(L.Callback):
             self._validation_snapshot = None
 
     # checkpoints ------------------------------------------------------------------------------
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the state key dropped the strategy keep it in their key.
+        states = checkpoint.get("callbacks", {})
+        if self.state_key not in states:
+            legacy = f"{self.state_key[:-1]}, 'strategy': "
+            found = [key for key in states if key.startswith(legacy)]
+            if len(found) == 1:
+                states[self.state_key] = {**states[found[0]], "strategy": found[0][len(legacy) + 1 : -2]}
+
     def state_dict(self) -> dict[str, Any]:
-        state = {"rng": self._rng.getstate(), "seed": self.seed}
+        state = {"rng": self._rng.getstate(), "seed": self.seed, "strategy": repr(self.strategy)}
         if self.supernet is not None:
             state["supernet"] = self.supernet.state_dict()
         return state
@@ -295,26 +324,16 @@ class SupernetCallback(L.Callback):
             self._apply_state(state_dict)
 
     def _apply_state(self, state: dict[str, Any]) -> None:
+        trained_with = state.get("strategy")
+        if trained_with is not None and trained_with != repr(self.strategy):
+            rank_zero_warn(
+                f"SupernetCallback: the checkpoint was trained with {trained_with}, training goes on with "
+                f"{self.strategy!r}; the supernet and its sampling state are restored"
+            )
         rng_state = state["rng"]
         self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         if "supernet" in state:
             self.supernet.load_state_dict(state["supernet"])
-
-
-def _required_positional(function: Callable[..., Any]) -> int:
-    """How many positional arguments without a default ``function`` takes."""
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: the two-argument form
-        return 2
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
-
-
-def _detach(output: Any) -> Any:
-    try:
-        return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, output)
-    except Exception:  # noqa: BLE001 - outputs that pytree cannot walk are used as they are
-        return output
 
 
 def find_supernet_callback(trainer: L.Trainer) -> SupernetCallback:

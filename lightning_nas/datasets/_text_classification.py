@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import NamedTuple
 
+from ._files import TextClassificationSplits, TextExamples
+
 __all__ = [
     "TextClassificationData",
     "available_text_datasets",
+    "bundled_text_classification",
     "load_text_classification",
     "train_validation_split",
 ]
@@ -182,3 +185,31 @@ def train_validation_split(
             fit_x.append(text)
             fit_y.append(label)
     return fit_x, fit_y, val_x, val_y
+
+
+def bundled_text_classification(
+    name: str = "rotten_tomatoes", *, max_train: int | None = None, max_test: int | None = None
+) -> TextClassificationSplits:
+    """A vendored dataset as train / validation / test splits (validation: :func:`train_validation_split`).
+
+    Example:
+        >>> splits = bundled_text_classification(max_train=1000, max_test=10)
+        >>> splits.label_names, len(splits.train.texts) + len(splits.validation.texts), len(splits.test.texts)
+        (('rotten', 'fresh'), 1000, 10)
+    """
+    for option, limit in (("max_train", max_train), ("max_test", max_test)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{option} must be >= 1 (or None for all rows), got {limit}")
+    data = load_text_classification(name, max_train=max_train, max_test=max_test)
+    fit_x, fit_y, val_x, val_y = train_validation_split(data.train_texts, data.train_labels)
+    notes = (
+        f"data: the bundled {name} reviews ({len(data.train_texts)} train, {len(data.test_texts)} test rows)",
+        f"validation: {len(val_x)} rows of its training split (a fixed hash split)",
+    )
+    return TextClassificationSplits(
+        TextExamples(fit_x, fit_y),
+        TextExamples(val_x, val_y),
+        TextExamples(data.test_texts, data.test_labels),
+        data.label_names,
+        notes,
+    )

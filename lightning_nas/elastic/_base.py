@@ -95,7 +95,8 @@ class ElasticModule(nn.Module):
             dense.__dict__.pop(name, None)
         for name, value in self.active_tensors().items():
             data = value.detach().clone().contiguous()
-            original = getattr(self, name)
+            # The registries, not getattr: an elastic class may expose a sliced view under the name.
+            original = self._parameters.get(name, self._buffers.get(name))
             if isinstance(original, nn.Parameter):
                 dense._parameters[name] = nn.Parameter(data, requires_grad=original.requires_grad)
             else:

@@ -31,8 +31,8 @@ def kernel_is_elastic(conv: nn.Conv2d) -> bool:
 class ElasticConv2d(ElasticModule, nn.Conv2d):
     """``nn.Conv2d`` computing with leading output/input channels and a centre crop of the kernel.
 
-    Depthwise convolutions (``groups == in_channels == out_channels``) have one channel axis: set
-    ``active_out`` and the active groups follow it.
+    Depthwise and grouped convolutions with ``in_channels == out_channels`` have one channel axis:
+    set ``active_out`` (a whole number of groups) and the active groups follow it.
 
     Example:
         >>> import torch
@@ -50,7 +50,8 @@ class ElasticConv2d(ElasticModule, nn.Conv2d):
 
     @property
     def is_depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        """Whether in and out channels are one axis: depthwise, or grouped with in == out channels."""
+        return self.groups > 1 and self.in_channels == self.out_channels
 
     def _active_weight(self) -> Tensor:
         weight = take(self.weight, 0, self.active_out)
@@ -67,7 +68,9 @@ class ElasticConv2d(ElasticModule, nn.Conv2d):
             padding = self.padding
         else:
             padding = tuple(d * (kernel - 1) // 2 for d in self.dilation)
-        groups = index_size(self.active_out, self.out_channels) if self.is_depthwise else self.groups
+        groups = self.groups
+        if self.is_depthwise:
+            groups = index_size(self.active_out, self.out_channels) // (self.out_channels // self.groups)
         return padding, groups  # type: ignore[return-value]
 
     def forward(self, input: Tensor) -> Tensor:

@@ -22,7 +22,10 @@ reloads with ``AutoModelFor<Task>.from_pretrained(directory)``. Which config it 
 The adapter's ``finalize`` already gave the extracted model this config, so
 ``model.save_pretrained`` alone writes a loadable directory; :func:`save_hf` adds the tokenizer,
 :func:`verify_hf` reloads and compares outputs, and :func:`export_hf` does all of it from a
-supernet.
+supernet, checking the reload against the supernet's sub-network on the example input, real
+batches and random token ids over the whole vocabulary with padded attention masks. Both writers
+work in a hidden sibling directory and move it into place only after the check, with an
+``arch.json`` manifest (architecture, file sizes and SHA-256) next to the model files.
 
 Example:
     >>> import tempfile, torch
@@ -39,24 +42,33 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from lightning_nas.adapters._hf_common import HFTransformerAdapter
 from lightning_nas.adapters._hf_compressed import AUTO_CLASSES
-from lightning_nas.export.module import ExportError, verify_outputs
-from lightning_nas.inputs import call_with_example, eval_mode
+from lightning_nas.export._files import ExportError, atomic_directory, check_target, write_manifest
+from lightning_nas.export._verify import check_outputs, probes_for, reference_outputs, verify_outputs
+from lightning_nas.inputs import call_model, call_with_example, eval_mode
 from lightning_nas.supernet import Supernet
 
-__all__ = ["ExportError", "auto_class_for", "export_hf", "load_hf", "save_hf", "verify_hf"]
+__all__ = ["ExportError", "auto_class_for", "export_hf", "load_hf", "random_token_inputs", "save_hf", "verify_hf"]
+
+FORMAT = "lightning_nas.hf"
 
 
 def save_hf(model: nn.Module, directory: str | os.PathLike[str], *, tokenizer: Any = None) -> Path:
     """Write a Hugging Face model with ``save_pretrained`` (safetensors), plus its tokenizer.
+
+    The directory is written next to its target, reloaded with :func:`load_hf` and compared
+    tensor by tensor with ``model`` (exactly), then moved into place; an earlier export there is
+    replaced only then. For a check of outputs against a supernet, use :func:`export_hf`.
 
     Args:
         model: A ``PreTrainedModel``, typically from :meth:`~lightning_nas.Supernet.extract`.
@@ -65,7 +77,7 @@ def save_hf(model: nn.Module, directory: str | os.PathLike[str], *, tokenizer: A
             model, whose tokenizer is loaded with ``AutoTokenizer`` and saved alongside.
 
     Returns:
-        The directory.
+        The directory (absolute).
 
     Example:
         >>> import tempfile
@@ -73,17 +85,177 @@ def save_hf(model: nn.Module, directory: str | os.PathLike[str], *, tokenizer: A
         >>> model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))
         >>> path = save_hf(model, tempfile.mkdtemp())
         >>> sorted(p.name for p in path.iterdir())
-        ['config.json', 'generation_config.json', 'model.safetensors']
+        ['arch.json', 'config.json', 'generation_config.json', 'model.safetensors']
     """
-    directory = Path(directory)
-    model.save_pretrained(directory, safe_serialization=True)
+    target = check_target(directory)
+    _require_pretrained(model, "save_hf")
+    tokenizer = _tokenizer(tokenizer)
+
+    def same_tensors(reloaded: nn.Module) -> None:
+        expected = model.state_dict()
+        for name, tensor in reloaded.state_dict().items():
+            if name not in expected or not torch.equal(tensor.cpu(), expected[name].detach().cpu()):
+                raise ExportError(f"the reloaded model's {name} differs from the saved one")
+
+    return _write(model, target, tokenizer, same_tensors, {})
+
+
+def export_hf(
+    supernet: Supernet,
+    directory: str | os.PathLike[str],
+    arch: Mapping[str, int] | None = None,
+    *,
+    tokenizer: Any = None,
+    inputs: Iterable[Any] = (),
+    forward: Callable[[nn.Module, Any], Any] = call_model,
+    random_tokens: int = 2048,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> Path:
+    """Extract a sub-network, save it like :func:`save_hf`, and verify the reload against the supernet.
+
+    The reloaded directory (``from_pretrained`` through the Auto class of its architecture) must
+    reproduce the sub-network inside the supernet, in eval mode, on the supernet's
+    ``example_input``, on every batch of ``inputs``, and on random token ids drawn as a
+    permutation of the vocabulary (every id once, while the vocabulary fits in ``random_tokens``)
+    with right-padded attention masks, in sequences as long as the example's. Every output
+    element must satisfy ``|reloaded - supernet| <= atol + rtol * |supernet|`` (defaults 1e-4
+    and 1e-4: attention and norms run on differently laid-out tensors, so float rounding differs).
+
+    Args:
+        supernet: A supernet built by a Hugging Face adapter over a ``PreTrainedModel``.
+        directory: Where to write; an earlier export there is replaced once the new one verified.
+        arch: The sub-network (default: the active one).
+        tokenizer: Saved alongside (see :func:`save_hf`).
+        inputs: Real batches for the check, as data loaders yield them.
+        forward: ``forward(model, batch)`` runs a model on one of ``inputs``.
+        random_tokens: Most random tokens in the check (0: none).
+        atol: Absolute tolerance.
+        rtol: Relative tolerance.
+        seed: Seed of the random tokens.
+
+    Returns:
+        The directory (absolute).
+
+    Raises:
+        ValueError: The supernet was not built by a Hugging Face adapter, the directory cannot
+            take an export, or there is nothing to verify with; before any work.
+        ExportError: The reloaded model does not reproduce the sub-network; nothing was moved
+            into place.
+    """
+    adapter = supernet.adapter
+    if not isinstance(adapter, HFTransformerAdapter):
+        built_by = f"the {adapter.name!r} adapter" if adapter is not None else "explicit dimensions"
+        raise ValueError(
+            f"export_hf writes supernets built by a Hugging Face adapter; this {type(supernet.model).__name__} "
+            f"supernet was built by {built_by}, whose extracted model's config would not describe its weights. "
+            "Use lightning_nas.export.export_subnet instead"
+        )
+    _require_pretrained(supernet.model, "export_hf")
+    arch = supernet.arch if arch is None else dict(arch)
+    target = check_target(directory)
+    inputs = list(inputs)
+    example = supernet.example_input
+    if example is None and not inputs:
+        raise ValueError("export_hf needs `inputs` (or a supernet with an `example_input`) to verify the export")
+    tokenizer = _tokenizer(tokenizer)
+    randoms = [] if example is None else random_token_inputs(supernet.model, example, random_tokens, seed=seed)
+    probes = probes_for(example, inputs, forward, randoms)
+    expected = reference_outputs(supernet, arch, probes)
+    model = supernet.extract(arch).eval()
+    device = next(model.parameters()).device
+
+    def same_outputs(reloaded: nn.Module) -> None:
+        check_outputs(reloaded.to(device), probes, expected, atol=atol, rtol=rtol, what=f"{type(reloaded).__name__}")
+
+    return _write(model, target, tokenizer, same_outputs, arch)
+
+
+def random_token_inputs(
+    model: nn.Module, example: Any, tokens: int = 2048, *, batch: int = 8, seed: int = 0
+) -> list[Any]:
+    """Random inputs shaped like ``example`` that reach every token embedding (when the vocabulary fits).
+
+    The ids are a random permutation of the vocabulary (repeated or cut to fill whole sequences
+    of the example's length, at most ``tokens`` in all), in batches of ``batch`` sequences; each
+    sequence keeps a random prefix of at least one token in ``attention_mask`` (right padding),
+    and ``token_type_ids`` are random over the model's token types. Other entries are kept.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> bert = BertModel(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                             intermediate_size=8))
+        >>> example = {"input_ids": torch.ones(1, 6, dtype=torch.long), "attention_mask": torch.ones(1, 6)}
+        >>> batches = random_token_inputs(bert, example)
+        >>> [tuple(b["input_ids"].shape) for b in batches]
+        [(8, 6), (1, 6)]
+        >>> sorted(set(torch.cat([b["input_ids"].flatten() for b in batches]).tolist())) == list(range(50))
+        True
+    """
+    ids = example.get("input_ids") if isinstance(example, Mapping) else example
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or tokens <= 0:
+        return []
+    vocab, length = model.get_input_embeddings().num_embeddings, ids.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    sequences = max(1, math.ceil(min(vocab, tokens) / length))
+    order = torch.randperm(vocab, generator=generator).repeat(math.ceil(sequences * length / vocab))
+    all_ids = order[: sequences * length].view(sequences, length)
+    type_vocab = getattr(model.config, "type_vocab_size", 1) or 1
+    out = []
+    for chunk in all_ids.split(batch):
+        n = chunk.shape[0]
+        lengths = torch.randint(1, length + 1, (n,), generator=generator)
+        lengths[0] = length
+        mask = (torch.arange(length) < lengths[:, None]).to(torch.long)
+        if not isinstance(example, Mapping):
+            out.append(chunk.to(ids.device))
+            continue
+        values = {"input_ids": chunk, "attention_mask": mask}
+        values["token_type_ids"] = torch.randint(0, type_vocab, (n, length), generator=generator)
+        out.append(
+            {
+                key: values[key].to(dtype=value.dtype, device=value.device) if key in values else value
+                for key, value in example.items()
+            }
+        )
+    return out
+
+
+def _write(model: nn.Module, target: Path, tokenizer: Any, check: Callable[[nn.Module], None], arch: Mapping) -> Path:
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        reloaded = load_hf(tmp)
+        check(reloaded)
+        meta = {
+            "format": FORMAT,
+            "arch": dict(arch),
+            "params": sum(p.numel() for p in reloaded.parameters()),
+            "model_class": type(reloaded).__name__,
+            "auto_class": auto_class_for(reloaded.config).__name__,
+        }
+        write_manifest(tmp, meta)
+    return target
+
+
+def _require_pretrained(model: nn.Module, caller: str) -> None:
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(
+            f"{caller} writes Hugging Face PreTrainedModels with save_pretrained; {type(model).__name__} is not one "
+            "(use lightning_nas.export.export_subnet for other modules)"
+        )
+
+
+def _tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    return directory
+        return AutoTokenizer.from_pretrained(tokenizer)
+    return tokenizer
 
 
 def auto_class_for(config: Any) -> type:
@@ -138,39 +310,3 @@ def verify_hf(directory: str | os.PathLike[str], inputs: Any, expected: Any, *, 
     with torch.no_grad():
         actual = call_with_example(load_hf(directory), inputs)
     return verify_outputs(expected, actual, atol, f"model in {directory}")
-
-
-def export_hf(
-    supernet: Supernet,
-    directory: str | os.PathLike[str],
-    arch: Mapping[str, int] | None = None,
-    *,
-    tokenizer: Any = None,
-    inputs: Any = None,
-    atol: float = 1e-4,
-) -> Path:
-    """Extract a sub-network, save it with :func:`save_hf`, and verify the reload against the supernet.
-
-    Args:
-        supernet: A supernet over a Hugging Face model.
-        directory: Where to write.
-        arch: The sub-network (default: the active one).
-        tokenizer: Saved alongside (see :func:`save_hf`).
-        inputs: Inputs for the check (default: the supernet's ``example_input``).
-        atol: Largest absolute difference allowed between the reloaded model and the sub-network.
-
-    Returns:
-        The directory.
-
-    Raises:
-        ExportError: The reloaded model does not reproduce the sub-network's outputs.
-    """
-    arch = supernet.arch if arch is None else dict(arch)
-    path = save_hf(supernet.extract(arch), directory, tokenizer=tokenizer)
-    inputs = supernet.example_input if inputs is None else inputs
-    if inputs is None:
-        raise ValueError("export_hf needs `inputs` (or a supernet with an `example_input`) to verify the export")
-    with supernet.use(arch), eval_mode(supernet.model), torch.no_grad():
-        expected = call_with_example(supernet.model, inputs)
-    verify_hf(path, inputs, expected, atol=atol)
-    return path

@@ -1,117 +1,323 @@
-"""Plain PyTorch export: a pickled module plus a ``torch.export`` program, verified on reload."""
+"""Plain PyTorch export: safetensors weights, a ``torch.export`` program and ``arch.json``; no pickle by default.
+
+An export directory holds:
+
+- ``model.safetensors``: the extracted model's state dict. :func:`load_subnet` loads it into your
+  own model class (``supernet.extract(arch)``, then ``load_state_dict(strict=True)``).
+- ``model.pt2``: a ``torch.export`` program with a dynamic batch dimension that runs with plain
+  torch and none of your code; :func:`load_module` loads it. Missing (with the reason in
+  ``arch.json``) when the model cannot be exported or the program fails on a verification input.
+- ``arch.json``: the architecture, parameter count, format, and the size and SHA-256 of every file.
+- ``model.pt``: the pickled module, only with ``pickle=True``.
+
+Every file is written into a hidden sibling directory, reloaded, and compared with the
+sub-network inside the supernet on the example input, the given real batches and random inputs;
+only then is the directory moved into place, replacing an earlier export in one step.
+
+Example:
+    >>> import tempfile, torch
+    >>> from lightning_nas import Supernet
+    >>> net = Supernet(torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)),
+    ...                example_input=torch.randn(1, 4))
+    >>> path = export_subnet(net, tempfile.mkdtemp() + "/small", {"0": 8})
+    >>> sorted(p.name for p in path.iterdir())
+    ['arch.json', 'model.pt2', 'model.safetensors']
+    >>> load_subnet(path, net)[0]  # your own classes, weights from safetensors
+    Linear(in_features=4, out_features=8, bias=True)
+    >>> load_module(path)(torch.randn(3, 4)).shape  # the torch.export program
+    torch.Size([3, 2])
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import copy
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
-from lightning_nas.inputs import call_with_example
+from lightning_nas.export._files import (
+    MANIFEST,
+    ExportError,
+    atomic_directory,
+    check_file,
+    check_target,
+    read_manifest,
+    write_manifest,
+)
+from lightning_nas.export._program import export_program, load_program
+from lightning_nas.export._verify import (
+    Mismatch,
+    Probe,
+    check_outputs,
+    probes_for,
+    random_like,
+    reference_outputs,
+    verify_outputs,
+)
+from lightning_nas.inputs import call_model, eval_mode
+from lightning_nas.supernet import Supernet
 
-__all__ = ["ExportError", "export_subnet", "load_module", "save_module", "verify_outputs"]
+__all__ = ["ExportError", "export_subnet", "load_module", "load_subnet", "save_module", "verify_outputs"]
 
-MODULE_FILE = "model.pt"
+WEIGHTS_FILE = "model.safetensors"
 PROGRAM_FILE = "model.pt2"
-ARCH_FILE = "arch.json"
+MODULE_FILE = "model.pt"
+ARCH_FILE = MANIFEST
+FORMAT = "lightning_nas.module"
 
 
-class ExportError(RuntimeError):
-    """An exported model does not reproduce the outputs it was exported with."""
+def export_subnet(
+    supernet: Supernet,
+    directory: str | os.PathLike[str],
+    arch: Mapping[str, int] | None = None,
+    *,
+    inputs: Iterable[Any] = (),
+    forward: Callable[[nn.Module, Any], Any] = call_model,
+    program: bool = True,
+    pickle: bool = False,
+    random_inputs: int = 2,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> Path:
+    """Extract ``arch`` from ``supernet`` and write it as a verified export directory (see the module docs).
 
+    Verification reloads the written files (the weights into a fresh ``supernet.extract(arch)``,
+    the program with ``torch.export.load``) and compares them with the sub-network inside the
+    supernet, in eval mode, on the supernet's ``example_input``, on every batch of ``inputs`` and on
+    ``random_inputs`` copies of the example input with its floating-point tensors replaced by
+    standard normal noise. Every output element must satisfy
+    ``|reloaded - supernet| <= atol + rtol * |supernet|`` (defaults 1e-5 and 1e-4: the dense copy
+    computes the same sums as the sliced weights, up to float rounding).
 
-def verify_outputs(expected: Any, actual: Any, atol: float = 1e-5, what: str = "model") -> float:
-    """Largest absolute difference between two model outputs; raises :class:`ExportError` above ``atol``."""
-    left = [t for t in tree_leaves(expected) if isinstance(t, torch.Tensor)]
-    right = [t for t in tree_leaves(actual) if isinstance(t, torch.Tensor)]
-    if len(left) != len(right) or any(a.shape != b.shape for a, b in zip(left, right)):
-        raise ExportError(f"the reloaded {what} returns outputs of other shapes")
-    worst = max((float((a.float() - b.float()).abs().max()) for a, b in zip(left, right)), default=0.0)
-    if worst > atol:
-        raise ExportError(f"the reloaded {what} differs from the original by {worst:.3g} (> {atol})")
-    return worst
+    Args:
+        supernet: The supernet (with an ``example_input``).
+        directory: The export directory. An earlier export there is replaced once the new one
+            verified; any other non-empty directory is refused.
+        arch: The sub-network (default: the active one).
+        inputs: Real batches for the check, as data loaders yield them (e.g. a few validation batches).
+        forward: ``forward(model, batch)`` runs a model on one of ``inputs``.
+        program: Also write the ``torch.export`` program ``model.pt2``.
+        pickle: Also write ``model.pt``, the module pickled with ``torch.save``. Loading a pickle
+            runs arbitrary code from the file and needs your model's classes importable: only
+            load pickles you wrote yourself (:func:`load_module` with ``pickle=True``).
+        random_inputs: Number of random inputs in the check.
+        atol: Absolute tolerance of the check.
+        rtol: Relative tolerance of the check.
+        seed: Seed of the random inputs.
+
+    Returns:
+        The export directory (absolute).
+
+    Raises:
+        ValueError: The directory cannot take an export, or there is nothing to verify with;
+            raised before any work.
+        ExportError: The reloaded files do not reproduce the sub-network; nothing was moved into place.
+    """
+    arch = supernet.arch if arch is None else dict(arch)
+    target = check_target(directory)
+    if supernet.example_input is None:
+        raise ValueError("export_subnet needs a supernet with an `example_input` (to trace and verify the export)")
+    generator = torch.Generator().manual_seed(seed)
+    randoms = [random_like(supernet.example_input, generator) for _ in range(random_inputs)]
+    probes = probes_for(supernet.example_input, list(inputs), forward, randoms)
+    expected = reference_outputs(supernet, arch, probes)
+    model = supernet.extract(arch).eval()
+    return _write(
+        model,
+        target,
+        supernet.example_input,
+        probes,
+        expected,
+        reload=lambda path: load_subnet(path, supernet),
+        arch=arch,
+        program=program,
+        pickle=pickle,
+        atol=atol,
+        rtol=rtol,
+    )
 
 
 def save_module(
     model: nn.Module,
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     example_input: Any,
     arch: Mapping[str, int] | None = None,
     program: bool = True,
     atol: float = 1e-5,
+    *,
+    rtol: float = 1e-4,
+    pickle: bool = False,
+    inputs: Iterable[Any] = (),
+    forward: Callable[[nn.Module, Any], Any] = call_model,
 ) -> Path:
-    """Write ``model`` to ``directory`` and check that both reloads reproduce its outputs.
+    """Write any ``model`` like :func:`export_subnet` does, verified against ``model`` itself.
 
-    Files: ``model.pt`` (the module pickled with ``torch.save``; loading needs the model's
-    classes importable), ``model.pt2`` (a ``torch.export`` program that runs with plain torch and
-    no model code; skipped with ``program=False`` or when the model cannot be exported), and
-    ``arch.json`` (the architecture and the export's metadata).
+    The weights reload with ``load_subnet(directory, model_of_the_same_shape)``. ``pickle=True``
+    adds ``model.pt``, with the same warning as in :func:`export_subnet`.
 
     Example:
         >>> import tempfile
         >>> path = save_module(torch.nn.Linear(3, 2), tempfile.mkdtemp(), torch.zeros(1, 3))
         >>> sorted(p.name for p in path.iterdir())
-        ['arch.json', 'model.pt', 'model.pt2']
+        ['arch.json', 'model.pt2', 'model.safetensors']
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    target = check_target(directory)
+    if example_input is None:
+        raise ValueError("save_module needs an `example_input` (to trace and verify the export)")
     model = model.eval()
-    with torch.no_grad():
-        expected = call_with_example(model, example_input)
-    torch.save(model, directory / MODULE_FILE)
-    with torch.no_grad():
-        verify_outputs(expected, call_with_example(load_module(directory), example_input), atol, "module")
-    meta: dict[str, Any] = {"arch": dict(arch or {}), "params": sum(p.numel() for p in model.parameters())}
-    if program:
-        try:
-            torch.export.save(_export_program(model, example_input), directory / PROGRAM_FILE)
-        except Exception as err:  # noqa: BLE001 - the pickled module remains the export
-            meta["program_error"] = f"{type(err).__name__}: {err}"[:500]
-        else:
-            reloaded = torch.export.load(directory / PROGRAM_FILE).module()
-            with torch.no_grad():
-                verify_outputs(expected, call_with_example(reloaded, example_input), atol, "exported program")
-    (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2))
-    return directory
+    probes = probes_for(example_input, list(inputs), forward)
+    with eval_mode(model), torch.no_grad():
+        expected = [probe.call(model) for probe in probes]
+    trainer = getattr(model, "_trainer", None)
+    return _write(
+        model,
+        target,
+        example_input,
+        probes,
+        expected,
+        reload=lambda path: load_subnet(path, copy.deepcopy(model, {id(trainer): None})),
+        arch=arch,
+        program=program,
+        pickle=pickle,
+        atol=atol,
+        rtol=rtol,
+    )
 
 
-def export_subnet(supernet: Any, directory: str | Path, arch: Mapping[str, int]) -> Path:
-    """Extract ``arch`` from a :class:`~lightning_nas.Supernet` and :func:`save_module` it.
+def _write(
+    model: nn.Module,
+    target: Path,
+    example_input: Any,
+    probes: Sequence[Probe],
+    expected: Sequence[Any],
+    *,
+    reload: Callable[[Path], nn.Module],
+    arch: Mapping[str, int] | None,
+    program: bool,
+    pickle: bool,
+    atol: float,
+    rtol: float,
+) -> Path:
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "arch": dict(arch or {}),
+        "params": sum(p.numel() for p in model.parameters()),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "weights": WEIGHTS_FILE,
+        "program": None,
+        "pickle": None,
+    }
+    tolerance = {"atol": atol, "rtol": rtol}
+    diffs: dict[str, float] = {}
+    # Each file is checked through the public loader, so the check covers what a user's load runs,
+    # manifest checksums included; the manifest is rewritten as files are added.
+    with atomic_directory(target) as tmp:
+        safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE))
+        write_manifest(tmp, meta)
+        diffs[WEIGHTS_FILE] = check_outputs(reload(tmp), probes, expected, what="weights", **tolerance)
+        if program:
+            try:
+                torch.export.save(export_program(model, example_input), tmp / PROGRAM_FILE)
+                write_manifest(tmp, {**meta, "program": PROGRAM_FILE})
+                diffs[PROGRAM_FILE] = check_outputs(load_module(tmp), probes, expected, what="program", **tolerance)
+                meta["program"] = PROGRAM_FILE
+            except Mismatch:
+                raise  # wrong numbers are never dropped quietly
+            except ExportError as err:  # the program does not load, or does not run on a verification input
+                meta["program_error"] = str(err)
+            except Exception as err:  # noqa: BLE001 - a model torch.export cannot handle still exports its weights
+                meta["program_error"] = f"torch.export failed: {type(err).__name__}: {err}".split("\n")[0][:500]
+            if meta["program"] is None:
+                (tmp / PROGRAM_FILE).unlink(missing_ok=True)
+        if pickle:
+            torch.save(model, tmp / MODULE_FILE)
+            meta["pickle"] = MODULE_FILE
+            write_manifest(tmp, meta)
+            diffs[MODULE_FILE] = check_outputs(
+                load_module(tmp, pickle=True), probes, expected, what="pickle", **tolerance
+            )
+        meta["verification"] = {**tolerance, "inputs": [probe.name for probe in probes], "max_abs_diff": diffs}
+        write_manifest(tmp, meta)
+    return target
 
-    The reloaded files are checked against the extracted model, which itself equals the
-    sub-network inside the supernet.
+
+def _manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    manifest = read_manifest(directory)
+    if manifest.get("format") != FORMAT:
+        other = manifest.get("format", "unknown")
+        hint = " (load it with lightning_nas.export.load_hf)" if other == "lightning_nas.hf" else ""
+        raise ExportError(f"{directory} holds an export of format {other!r}, not a plain torch export{hint}")
+    return manifest
+
+
+def load_subnet(directory: str | os.PathLike[str], model: Supernet | nn.Module) -> nn.Module:
+    """Load an export's safetensors weights into your own model class, in eval mode; no pickle involved.
+
+    Args:
+        directory: A directory written by :func:`export_subnet` or :func:`save_module`.
+        model: The supernet it was exported from (or one built the same way): the sub-network of
+            the recorded architecture is extracted and receives the weights. Or a model of the
+            exported shape, which is loaded in place.
+
+    Returns:
+        The model with the exported weights (``strict=True``: every tensor must match).
+
+    Raises:
+        ExportError: A file is missing, truncated or damaged, or the weights do not fit ``model``.
     """
-    model = supernet.extract(arch)
-    return save_module(model, directory, supernet.example_input, arch=arch)
+    manifest = _manifest(directory)
+    path = check_file(directory, WEIGHTS_FILE, manifest)
+    if isinstance(model, Supernet):
+        try:
+            model = model.extract(manifest["arch"])
+        except ValueError as err:
+            raise ExportError(f"{directory} was exported from another supernet: {err}") from None
+    device = next(iter(model.state_dict().values()), torch.empty(0)).device
+    try:
+        safetensors.torch.load_model(model, str(path), strict=True, device=str(device))
+    except SafetensorError as err:
+        raise ExportError(f"{path} is not a readable safetensors file: {err}") from None
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()
+        raise ExportError(
+            f"the weights in {path} do not fit {type(model).__name__}: {' '.join(reason[:2])}"[:500]
+        ) from None
+    return model.eval()
 
 
-def _export_program(model: nn.Module, example_input: Any) -> torch.export.ExportedProgram:
-    """Export with a dynamic batch dimension (traced at batch 2: size 1 would be specialised)."""
+def load_module(directory: str | os.PathLike[str], *, pickle: bool = False) -> nn.Module:
+    """The exported model as a module that runs without your model code: the ``torch.export`` program.
 
-    def batch_of_two(t: Any) -> Any:
-        return (
-            t.expand(2, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+    The program is loaded with ``torch.export.load`` after its archive was checked against the
+    checksum in ``arch.json`` and screened: an archive holding any pickled payload is refused.
+    Like any program, load ``model.pt2`` files from sources you trust; for files of unknown origin,
+    :func:`load_subnet` reads only safetensors.
+
+    Args:
+        directory: A directory written by :func:`export_subnet` or :func:`save_module`.
+        pickle: Load the pickled ``model.pt`` instead (only exists with ``pickle=True`` at export).
+            Unpickling runs arbitrary code from the file: only for files you wrote yourself.
+
+    Raises:
+        ExportError: The export has no program (the reason is in the message), or a file is
+            missing, truncated or damaged.
+    """
+    manifest = _manifest(directory)
+    if pickle:
+        if manifest.get("pickle") is None:
+            raise ExportError(f"{directory} has no pickled module; export with pickle=True to get one")
+        return torch.load(check_file(directory, MODULE_FILE, manifest), weights_only=False).eval()
+    if manifest.get("program") is None:
+        reason = manifest.get("program_error", "not requested at export")
+        raise ExportError(
+            f"{directory} has no torch.export program ({reason}); "
+            "load the weights into your model class with load_subnet(directory, supernet)"
         )
-
-    def dynamic(t: Any) -> Any:
-        return {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None
-
-    if isinstance(example_input, Mapping):
-        args, kwargs = (), {k: batch_of_two(v) for k, v in example_input.items()}
-    else:
-        args = tuple(batch_of_two(a) for a in (example_input if isinstance(example_input, tuple) else (example_input,)))
-        kwargs = {}
-    shapes: Any = {k: dynamic(v) for k, v in kwargs.items()} if kwargs else tuple(dynamic(a) for a in args)
-    return torch.export.export(model, args, kwargs, dynamic_shapes=shapes)
-
-
-def load_module(directory: str | Path, program: bool = False) -> nn.Module:
-    """Load what :func:`save_module` wrote: the pickled module, or the ``torch.export`` program."""
-    directory = Path(directory)
-    if program:
-        return torch.export.load(directory / PROGRAM_FILE).module()
-    return torch.load(directory / MODULE_FILE, weights_only=False).eval()
+    return load_program(check_file(directory, PROGRAM_FILE, manifest))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from lightning_nas.inputs import call_model
+from lightning_nas.inputs import batch_input, call_model, with_input
 from lightning_nas.proxies._base import (
     Forward,
     LossFn,
@@ -18,9 +18,7 @@ from lightning_nas.proxies._base import (
     _device,
     _materialize,
     _output_sum,
-    _replace_input,
     _scoring,
-    batch_input,
 )
 
 __all__ = ["jacob_cov", "naswot"]
@@ -133,7 +131,7 @@ def jacob_cov(
             if not (isinstance(x, Tensor) and x.is_floating_point()):
                 raise ValueError("jacob_cov needs batches whose input is one floating-point tensor")
             x = x.detach().requires_grad_(True)
-            outputs = forward(model, _replace_input(batch, x))
+            outputs = forward(model, with_input(batch, x))
             (jacobian,) = torch.autograd.grad(_output_sum(outputs, "jacob_cov"), [x])
             corr = torch.corrcoef(jacobian.reshape(jacobian.shape[0], -1).double())
             eigenvalues = torch.linalg.eigvalsh(corr)

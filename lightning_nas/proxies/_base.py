@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map
 
-from lightning_nas.inputs import call_model, to_device
+from lightning_nas.inputs import batch_input, batch_targets, call_model, to_device
 from lightning_nas.supernet import Supernet
 
 __all__ = ["Forward", "LossFn", "Proxy", "Target", "batch_input", "batch_targets"]
@@ -23,7 +23,6 @@ LossFn = Callable[[Any, Any], Tensor]
 #: batch's input (a tensor, the first item of a tuple, or a mapping without its labels).
 Forward = Callable[[nn.Module, Any], Any]
 
-_LABEL_KEYS = ("labels", "label")
 # Layers whose weights the gradient proxies score, as in the reference implementations
 # (zero-cost-nas, ZiCo, SiGeo): convolutions and linear layers. Elastic versions subclass these.
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -54,48 +53,6 @@ class Proxy(Protocol):
         arch: Mapping[str, int] | None = None,
         forward: Forward = call_model,
     ) -> float: ...
-
-
-def batch_targets(batch: Any) -> Any:
-    """The labels of a batch: the second item of a tuple, or the ``"labels"`` entry of a mapping.
-
-    Example:
-        >>> batch_targets((torch.zeros(2, 3), torch.tensor([0, 1])))
-        tensor([0, 1])
-    """
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[1]
-    if isinstance(batch, Mapping):
-        for key in _LABEL_KEYS:
-            if key in batch:
-                return batch[key]
-    raise ValueError(
-        f"cannot find labels in a batch of type {type(batch).__name__}: loss-based proxies need "
-        "(input, target) tuples or mappings with a 'labels' key"
-    )
-
-
-def batch_input(batch: Any) -> Any:
-    """The model input of a batch, as :func:`~lightning_nas.call_model` reads it.
-
-    Example:
-        >>> batch_input((torch.zeros(2, 3), torch.tensor([0, 1]))).shape
-        torch.Size([2, 3])
-    """
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    if isinstance(batch, Mapping):
-        return {k: v for k, v in batch.items() if k not in _LABEL_KEYS}
-    return batch
-
-
-def _replace_input(batch: Any, new_input: Any) -> Any:
-    """``batch`` with its model input replaced (the inverse of :func:`batch_input`)."""
-    if isinstance(batch, (tuple, list)):
-        return type(batch)((new_input, *batch[1:]))
-    if isinstance(batch, Mapping):
-        return {**batch, **new_input}
-    return new_input
 
 
 def _first_example(batch: Any) -> Any:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
-from lightning_nas.inputs import call_model
+from lightning_nas.inputs import batch_input, call_model, with_input
 from lightning_nas.proxies._base import (
     Forward,
     LossFn,
@@ -23,11 +23,9 @@ from lightning_nas.proxies._base import (
     _loss,
     _materialize,
     _output_sum,
-    _replace_input,
     _scoring,
     _weight_gradients,
     _weight_layers,
-    batch_input,
 )
 from lightning_nas.proxies._warmup import is_warmed_up
 
@@ -193,8 +191,8 @@ def sigeo(
         loss_fn: ``loss_fn(outputs, targets)``.
         arch: The sub-network of a supernet target (default: the active one).
         forward: How to run the model on a batch.
-        warmed_up: Pick the warmed-up weights. Default: whether :func:`warmup` ran on this
-            supernet (or model).
+        warmed_up: Pick the warmed-up weights. Default: whether :func:`warmup` trained this
+            supernet (:attr:`~lightning_nas.Supernet.warmup_steps` > 0); ``False`` for a plain model.
         weights: Explicit ``(λ1, λ2, λ3)``; overrides ``warmed_up``.
 
     Example:
@@ -370,7 +368,7 @@ def synflow(
                 if key in tensors:
                     tensors[key] = torch.full_like(tensors[key], fill)
 
-        outputs = functional_call(_Forward(model, forward), tensors, (_replace_input(example, ones),))
+        outputs = functional_call(_Forward(model, forward), tensors, (with_input(example, ones),))
         total = _output_sum(outputs, "synflow")
         names = list(leaves)
         grads = torch.autograd.grad(total, [leaves[n] for n in names], allow_unused=True)

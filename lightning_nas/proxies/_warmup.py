@@ -5,26 +5,20 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lightning_nas.inputs import call_model, to_device
 from lightning_nas.proxies._base import Forward, LossFn, Target, _device, batch_targets
 from lightning_nas.space import Arch
-from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
+from lightning_nas.strategies import Distill, TrainingStrategy, distillation_loss, resolve_strategy, train_students
 from lightning_nas.supernet import Supernet
 
 __all__ = ["WarmupResult", "is_warmed_up", "warmup"]
-
-# Models that `warmup` trained, with their number of steps: SiGeo picks its weights from this.
-# Weak keys, so that a forgotten model is not kept alive.
-_WARMED_UP: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -46,14 +40,16 @@ class WarmupResult:
 
 
 def is_warmed_up(target: Target) -> bool:
-    """Whether :func:`warmup` has trained this supernet (or model).
+    """Whether :func:`warmup` has trained this supernet (its :attr:`~lightning_nas.Supernet.warmup_steps`).
+
+    A plain model is never considered warmed up: pass ``warmed_up=True`` to :func:`sigeo` for one
+    trained some other way.
 
     Example:
         >>> is_warmed_up(torch.nn.Linear(2, 2))
         False
     """
-    model = target.model if isinstance(target, Supernet) else target
-    return _WARMED_UP.get(model, 0) > 0
+    return isinstance(target, Supernet) and target.warmup_steps > 0
 
 
 def warmup(
@@ -69,20 +65,26 @@ def warmup(
     strategy: str | TrainingStrategy = "spos",
     seed: int = 0,
     forward: Forward = call_model,
+    distill: Distill = distillation_loss,
 ) -> WarmupResult:
     """Warm the supernet up (SiGeo's sub-one-shot setting): a short supernet training on a data subset.
 
     By default each step samples one sub-network uniformly (SPOS), runs it on one batch and takes
     an optimizer step on the shared weights; any :mod:`lightning_nas.strategies` strategy works
     (e.g. ``"sandwich"``: the largest net on the labels, the students distilled from its detached
-    outputs, one optimizer step for all). The subset is the first ``ceil(fraction · len(batches))``
-    batches, held in memory and kept fixed for all ``epochs``, so with a shuffling data loader it is
-    a random ``fraction`` of the training data. Afterwards the supernet's previous architecture and train/eval flags are
-    restored, gradients are cleared, and :func:`sigeo` uses its warmed-up weights by default.
+    outputs with frozen batch-norm statistics, one optimizer step for all: the step of
+    :class:`~lightning_nas.callbacks.SupernetCallback`, through the same
+    :func:`~lightning_nas.strategies.train_students`). The subset is the first
+    ``ceil(fraction · len(batches))`` batches, held in memory and kept fixed for all ``epochs``, so
+    with a shuffling data loader it is a random ``fraction`` of the training data. Afterwards the
+    supernet's previous architecture and train/eval flags are restored, gradients are cleared,
+    :attr:`~lightning_nas.Supernet.warmup_steps` grows by the steps taken, and :func:`sigeo`
+    therefore uses its warmed-up weights by default.
 
-    Batch-norm running statistics are left as the warm-up mixed them over sub-networks: the proxies
-    normalise with batch statistics, and an inherited-weight evaluation must recalibrate them
-    anyway (:meth:`~lightning_nas.Supernet.recalibrate_batchnorm`).
+    Batch-norm running statistics are left as the labelled sub-networks' steps made them (a mix
+    over sub-networks with SPOS): the proxies normalise with batch statistics, and an
+    inherited-weight evaluation must recalibrate them anyway
+    (:meth:`~lightning_nas.Supernet.recalibrate_batchnorm`).
 
     Args:
         supernet: The supernet to train in place.
@@ -100,6 +102,8 @@ def warmup(
             ``"sandwich"``, ``"instatune"``), sampled over ``supernet.space``.
         seed: Seed of the architecture sampling.
         forward: How to run the model on a batch.
+        distill: The students' loss, as in :class:`~lightning_nas.callbacks.SupernetCallback`:
+            ``distill(student_output, teacher_output)`` or ``distill(student_output, teacher_output, batch)``.
 
     Returns:
         The number of steps and batches, and each step's label loss and labelled architecture.
@@ -150,9 +154,7 @@ def warmup(
             outputs = forward(model, batch)
             loss = loss_fn(outputs, batch_targets(batch))
             loss.backward()
-            for student in students:
-                supernet.set_arch(student)
-                distillation_loss(forward(model, batch), outputs).backward()
+            train_students(supernet, students, lambda m: forward(m, batch), outputs, batch, distill=distill)
             optimizer.step()
             result.losses.append(float(loss.detach()))
             result.archs.append(dict(teacher))
@@ -162,5 +164,5 @@ def warmup(
         supernet.set_arch(previous)
         for m, training in modes.items():
             m.training = training
-    _WARMED_UP[model] = _WARMED_UP.get(model, 0) + total
+    supernet.warmup_steps += total
     return result

@@ -1,0 +1,178 @@
+"""Elastic versions of the timm modules that plain torch has no counterpart for.
+
+Norm + activation layers (``BatchNormAct2d``), channels-first layer norm (``LayerNorm2d``),
+modules holding vectors along the features (layer scales, ConvNeXt's ``gamma``, a ViT's class
+token and position embedding) and timm's ``Attention`` (whose forward reshapes q|k|v with
+``num_heads``). They are registered with :func:`~lightning_nas.elastic.register_elastic_type`
+by the timm adapter, for the classes found in the model being planned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from lightning_nas.elastic import ElasticModule, Index, index_size, register_elastic_type, take
+from lightning_nas.elastic.linear import ElasticLinear
+from lightning_nas.elastic.norm import ElasticLayerNorm, _ElasticBatchNorm
+
+__all__ = ["elastic_attention", "elastic_batch_norm_act", "elastic_layer_norm", "elastic_linear", "elastic_vectors"]
+
+_CREATED: dict[type[nn.Module], type[ElasticModule]] = {}
+
+
+class _ElasticBatchNormAct(_ElasticBatchNorm):
+    """timm's ``BatchNormAct2d``: batch norm over the active channels, then its dropout and activation."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.active_features is None:
+            return self._dense_cls.forward(self, input)
+        return self.act(self.drop(_ElasticBatchNorm.forward(self, input)))
+
+
+class _ElasticLayerNorm2d(ElasticLayerNorm):
+    """timm's ``LayerNorm2d``: layer norm over the active channels of an ``(N, C, H, W)`` tensor."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.active_features is None:
+            return self._dense_cls.forward(self, input)
+        return ElasticLayerNorm.forward(self, input.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ElasticVectors(ElasticModule):
+    """A module whose ``_vectors`` parameters are sliced on their last axis (``active_features``).
+
+    The module's own forward runs unchanged: reading one of those attributes returns the active
+    slice (a class-level property wins over ``nn.Module.__getattr__``).
+    """
+
+    _elastic_attrs = ("active_features",)
+    _vectors: tuple[str, ...] = ()
+    active_features: Index
+
+    def active_tensors(self) -> dict[str, Tensor]:
+        return {
+            name: take(self._parameters[name], -1, self.active_features)
+            for name in self._vectors
+            if self._parameters.get(name) is not None
+        }
+
+    def _dense_attributes(self) -> dict[str, Any]:
+        return {}
+
+
+def _vector_property(name: str) -> property:
+    def get(self: _ElasticVectors) -> Tensor | None:
+        param = self._parameters.get(name)
+        return None if param is None else take(param, -1, self.active_features)
+
+    return property(get, doc=f"The active slice of ``{name}``.")
+
+
+class _ElasticAttention(ElasticModule):
+    """timm's ``Attention`` computing with its leading active heads (``active_features`` counts
+    entries of q, k or v: heads x head size); ``qkv`` and ``proj`` are elastic modules of their own."""
+
+    _elastic_attrs = ("active_features",)
+    active_features: Index
+
+    @property
+    def attn_dim(self) -> int:  # type: ignore[override]
+        return index_size(self.active_features, self.__dict__["attn_dim"])
+
+    @property
+    def num_heads(self) -> int:  # type: ignore[override]
+        return self.attn_dim // self.head_dim
+
+    def active_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def _dense_attributes(self) -> dict[str, Any]:
+        return {"attn_dim": self.attn_dim, "num_heads": self.num_heads}
+
+
+def _elastic_class(dense_cls: type[nn.Module], mixin: type[ElasticModule], **attrs: Any) -> type[ElasticModule]:
+    if dense_cls not in _CREATED:
+        elastic_cls = type(
+            f"Elastic{dense_cls.__name__}",
+            (mixin, dense_cls),
+            {"_dense_cls": dense_cls, "__module__": __name__, "__doc__": mixin.__doc__, **attrs},
+        )
+        register_elastic_type(dense_cls, elastic_cls)
+        _CREATED[dense_cls] = elastic_cls
+    return _CREATED[dense_cls]
+
+
+def elastic_batch_norm_act(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for a ``BatchNormAct2d``-style class (created on first use).
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import BatchNormAct2d
+        >>> bn = elastic_batch_norm_act(BatchNormAct2d).convert(BatchNormAct2d(8))
+        >>> bn.active_features = 4
+        >>> bn(torch.randn(2, 4, 3, 3)).shape
+        torch.Size([2, 4, 3, 3])
+    """
+    return _elastic_class(dense_cls, _ElasticBatchNormAct)
+
+
+def elastic_layer_norm(dense_cls: type[nn.Module], channels_first: bool) -> type[ElasticModule]:
+    """The registered elastic class for timm's ``LayerNorm`` (last axis) or ``LayerNorm2d`` (channels first).
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import LayerNorm2d
+        >>> norm = elastic_layer_norm(LayerNorm2d, channels_first=True).convert(LayerNorm2d(8))
+        >>> norm.active_features = 6
+        >>> norm(torch.randn(2, 6, 3, 3)).shape
+        torch.Size([2, 6, 3, 3])
+    """
+    return _elastic_class(dense_cls, _ElasticLayerNorm2d if channels_first else ElasticLayerNorm)
+
+
+def elastic_linear(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for timm's ``Linear`` (an ``nn.Linear`` with the same eager forward).
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import Linear
+        >>> layer = elastic_linear(Linear).convert(Linear(8, 4))
+        >>> layer.active_in = 6
+        >>> layer(torch.randn(2, 6)).shape
+        torch.Size([2, 4])
+    """
+    return _elastic_class(dense_cls, ElasticLinear)
+
+
+def elastic_vectors(dense_cls: type[nn.Module], names: tuple[str, ...]) -> type[ElasticModule]:
+    """The registered elastic class of a module whose parameters ``names`` lie along the features.
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import LayerScale
+        >>> scale = elastic_vectors(LayerScale, ("gamma",)).convert(LayerScale(8))
+        >>> scale.active_features = 6
+        >>> scale(torch.randn(2, 6)).shape
+        torch.Size([2, 6])
+    """
+    attrs = {name: _vector_property(name) for name in names}
+    cls = _elastic_class(dense_cls, _ElasticVectors, _vectors=names, **attrs)
+    if cls._vectors != names:  # type: ignore[attr-defined]
+        raise ValueError(f"{dense_cls.__name__} was registered with vectors {cls._vectors}, not {names}")  # type: ignore[attr-defined]
+    return cls
+
+
+def elastic_attention(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for timm's ``Attention`` (created on first use).
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import Attention
+        >>> attn = elastic_attention(Attention).convert(Attention(16, num_heads=4))
+        >>> attn.active_features = 8  # two heads of size 4
+        >>> attn.num_heads, attn.attn_dim
+        (2, 8)
+    """
+    return _elastic_class(dense_cls, _ElasticAttention)
