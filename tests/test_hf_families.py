@@ -62,6 +62,10 @@ FAMILIES: dict[str, Callable[[], torch.nn.Module]] = {
     "starcoder2": lambda: transformers.Starcoder2ForCausalLM(transformers.Starcoder2Config(**DECODER)),
     # LayerNorm without weights (keeps the hidden size fixed)
     "olmo": lambda: transformers.OlmoForCausalLM(transformers.OlmoConfig(**DECODER)),
+    # Llama layout without a head_dim field
+    "smollm3": lambda: transformers.SmolLM3ForCausalLM(transformers.SmolLM3Config(**DECODER, pad_token_id=0)),
+    # parallel attention and MLP, mean-centred LayerNorm without bias (keeps the hidden size fixed), logit scale
+    "cohere": lambda: transformers.CohereForCausalLM(transformers.CohereConfig(**DECODER, logit_scale=0.5)),
     "xlm-roberta": lambda: transformers.XLMRobertaForSequenceClassification(transformers.XLMRobertaConfig(**ENCODER)),
     "camembert": lambda: transformers.CamembertForMaskedLM(transformers.CamembertConfig(**ENCODER)),
 }

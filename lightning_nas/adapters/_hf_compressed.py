@@ -24,8 +24,11 @@ instantiated, so that importing ``lightning_nas`` imports no transformers modeli
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -39,6 +42,7 @@ __all__ = [
     "export_config",
     "family_for",
     "listed_model_types",
+    "load_instructions",
     "register_family",
     "stock_model_class",
 ]
@@ -234,6 +238,23 @@ def __getattr__(name: str) -> Any:
         if name in globals():
             return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_instructions(directory: str | os.PathLike[str], auto_class: str) -> str:
+    """The Python that reloads an exported directory, as it must be typed (``lightning_nas`` only when needed).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "config.json").write_text('{"model_type": "lightning_nas_bert"}')
+        >>> print(load_instructions(folder, "AutoModel").replace(str(folder), "DIR"))
+        import lightning_nas, transformers; transformers.AutoModel.from_pretrained('DIR')  # lightning_nas config
+    """
+    model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type", "")
+    load = f"transformers.{auto_class}.from_pretrained({str(directory)!r})"
+    if model_type.startswith(_MODEL_TYPE_PREFIX):
+        return f"import lightning_nas, transformers; {load}  # lightning_nas config"
+    return f"import transformers; {load}  # stock config: plain transformers"
 
 
 def export_config(
