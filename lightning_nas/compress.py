@@ -36,10 +36,12 @@ __all__ = [
     "CompressSettings",
     "CompressTask",
     "CompressionReport",
+    "CausalLMTask",
     "SequenceClassificationTask",
     "compress",
     "dense_encoder_params",
     "encoder_params",
+    "infer_task",
     "register_task",
 ]
 
@@ -88,6 +90,7 @@ class CompressSettings:
     max_train: int | None = None
     max_test: int | None = None
     seed: int = 0
+    block_size: int | None = None
 
 
 class CompressTask:
@@ -240,6 +243,132 @@ class SequenceClassificationTask(CompressTask):
         return {"test_acc": evaluate_accuracy(model, datamodule.test_dataloader())}
 
 
+@register_task
+class CausalLMTask(CompressTask):
+    """Causal language modelling with ``AutoModelForCausalLM`` on packed blocks of text; perplexity.
+
+    Texts come from ``train`` (any format of :func:`~lightning_nas.datasets.read_table`; plain
+    text gives one text per line) or, without it, the bundled reviews. The search minimises the
+    validation loss per token (``exp`` of it is the perplexity); the report gives the test
+    perplexity and greedy generation speed at batch 1.
+    """
+
+    name = "causal-lm"
+    description = "causal language modelling on blocks of --block-size tokens (perplexity, tokens/s)"
+    metric = "val_loss"
+    direction = "minimize"
+    columns = (
+        ("test_perplexity", "test perplexity", "{:.2f}"),
+        ("tokens_per_s_b1", "tokens/s b1 (greedy)", "{:.1f}"),
+    )
+    auto_class = "AutoModelForCausalLM"
+
+    def block_size(self) -> int:
+        """``--block-size``, else 128 tokens capped by the model's ``max_position_embeddings``."""
+        if self.settings.block_size is not None:
+            return self.settings.block_size
+        config = json.loads((self.settings.model_dir / "config.json").read_text())
+        return min(128, int(config.get("max_position_embeddings") or 128))
+
+    def load_data(self, tokenizer: Any, console: Console) -> Any:
+        import lightning as L
+
+        from lightning_nas.apps.causal_lm import CausalLMDataModule
+        from lightning_nas.datasets import bundled_text_classification
+
+        s = self.settings
+        if isinstance(s.train, L.LightningDataModule):
+            console.phase("data", f"{type(s.train).__name__} (blocks as the datamodule yields them)")
+            return s.train
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"{s.model_dir}: the tokenizer has no eos token to separate the packed texts")
+        if s.train is None:
+            bundled = bundled_text_classification(
+                s.dataset or "rotten_tomatoes", max_train=s.max_train, max_test=s.max_test
+            )
+            splits = {
+                "train": bundled.train.texts,
+                "validation": bundled.validation.texts,
+                "test": bundled.test.texts,
+            }
+        else:
+            splits = {
+                role: None if source is None else _read_texts(source, role, s.text_column)
+                for role, source in (("train", s.train), ("validation", s.validation), ("test", s.test))
+            }
+            if s.max_train is not None:
+                splits["train"] = splits["train"][: s.max_train]
+            if s.max_test is not None and splits["test"] is not None:
+                splits["test"] = splits["test"][: s.max_test]
+        block_size = self.block_size()
+        datamodule = CausalLMDataModule(
+            tokenizer,
+            splits["train"],
+            splits["validation"],
+            splits["test"],
+            block_size=block_size,
+            batch_size=s.batch_size,
+            seed=s.seed,
+        )
+        datamodule.setup()  # tokenise and pack now: too little text is an error before any model is loaded
+        sizes = [len(datamodule.blocks[split]) for split in ("train", "validation", "test")]
+        console.phase("data", "{} train / {} validation / {} test blocks".format(*sizes) + f" of {block_size} tokens")
+        if datamodule.carved:
+            console.say(f"  {' and '.join(datamodule.carved)} texts carved from the training texts (seed {s.seed})")
+        return datamodule
+
+    def build(self, data: Any, tokenizer: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
+        from lightning_nas.apps.causal_lm import CausalLM
+
+        return CausalLM(self.settings.model_dir, lr=self.settings.lr, block_size=self.block_size()), data
+
+    def evaluate(self, model: nn.Module, datamodule: L.LightningDataModule) -> dict[str, float]:
+        from lightning_nas.apps.causal_lm import evaluate_perplexity, tokens_per_second
+
+        return {
+            "test_perplexity": evaluate_perplexity(model, datamodule.test_dataloader()),
+            "tokens_per_s_b1": tokens_per_second(model),
+        }
+
+    def latency_inputs(self, batch: int, length: int = 128) -> dict[str, Any]:
+        return super().latency_inputs(batch, min(length, self.block_size()))
+
+
+def _read_texts(source: Any, role: str, column: str | None) -> list[str]:
+    """The texts of one split: a file, a ``save_to_disk`` folder or a ``datasets.Dataset``."""
+    from lightning_nas.datasets._files import _TEXT_COLUMNS, _as_dataset, _name, _pick, _texts
+
+    table = _as_dataset(source, role)
+    name = _name(source, role)
+    if not hasattr(table, "column_names") or isinstance(table.column_names, dict):
+        raise ValueError(f"{name}: holds several splits; pass one split per --train / --validation / --test")
+    texts = _texts(table, _pick(table.column_names, column, _TEXT_COLUMNS, "--text-column", name), name)
+    texts = [text for text in texts if text.strip()]
+    if not texts:
+        raise ValueError(f"{name}: no text in it")
+    return texts
+
+
+def infer_task(model_dir: str | Path) -> str:
+    """The task a model directory was saved for: ``causal-lm`` for ``*ForCausalLM`` / ``*LMHeadModel``.
+
+    Reads ``config.json`` only (no torch). Anything else is ``sequence-classification``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+        >>> infer_task(folder)
+        'causal-lm'
+    """
+    try:
+        architectures = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return "sequence-classification"  # compress's own checks name the unreadable directory
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    return "causal-lm" if causal else "sequence-classification"
+
+
 _GENERIC_COLUMNS = (
     ("params", "params (all)", "{:,}"),
     ("encoder_params", "params w/o embeddings", "{:,.0f}"),
@@ -323,7 +452,7 @@ def compress(
     model_dir: str | Path,
     out_dir: str | Path = "nas_runs/compress",
     *,
-    task: str = "sequence-classification",
+    task: str | None = None,
     train: Any = None,
     validation: Any = None,
     test: Any = None,
@@ -350,6 +479,7 @@ def compress(
     limit_train_batches: int | float | None = None,
     checkpoint_every: int = 200,
     progress_interval: float = 30.0,
+    block_size: int | None = None,
 ) -> CompressionReport:
     """Fine-tune ``model_dir`` as a supernet on a task, search it, export the best sub-network.
 
@@ -364,7 +494,7 @@ def compress(
             BERT, RoBERTa, DistilBERT, ELECTRA families).
         out_dir: Where the study (``nas.db``), checkpoints, ``report.json`` and the exported
             model (``best_model/``) go.
-        task: A name in :data:`TASKS`.
+        task: A name in :data:`TASKS` (default: :func:`infer_task` from the model's config).
         train: The training data: a CSV / TSV / JSON / JSONL / Parquet / text file or a
             ``save_to_disk`` directory, a ``datasets.Dataset``, or a ``LightningDataModule``
             (then also ``label_names``). Default: the bundled ``dataset``.
@@ -401,6 +531,8 @@ def compress(
         checkpoint_every: Save a resumable checkpoint every this many optimizer steps (and at
             the end of fine-tuning).
         progress_interval: Seconds between progress lines when stdout is not a terminal.
+        block_size: Tokens per packed block of the ``causal-lm`` task (default: 128, capped by
+            the model's ``max_position_embeddings``).
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original
@@ -410,6 +542,10 @@ def compress(
 
     console = jobs.Console("compress")
     # ---- every check before any model is loaded or anything is written
+    if task is None:  # without a readable config.json, the model directory check below names the problem
+        task = infer_task(model_dir)
+        if (Path(model_dir) / "config.json").is_file():
+            console.say(f"task: {task} (from the model's config)")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if not 0 < max_encoder_params <= 1:
@@ -423,6 +559,7 @@ def compress(
         max_train=max_train,
         max_test=max_test,
         checkpoint_every=checkpoint_every,
+        block_size=block_size,
     )
     if importance_batches < 0:
         raise ValueError(f"importance_batches must be >= 0, got {importance_batches}")
@@ -451,6 +588,7 @@ def compress(
         max_train=max_train,
         max_test=max_test,
         seed=seed,
+        block_size=block_size,
     )
     job = TASKS[task](settings)
     tokenizer = _load_tokenizer(model_dir)
@@ -483,6 +621,9 @@ def compress(
         importance_batches=importance_batches,
         strategy=strategy,
         adapter_options={
+            # The space compress has always searched (global heads need a lightning_nas config on BERT);
+            # whether compress defaults to stock-expressible spaces is decided with issue 13.
+            "stock_config": False,
             "per_layer": per_layer,
             "hidden": elastic_hidden,
             "depth": elastic_depth,

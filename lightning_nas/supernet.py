@@ -97,6 +97,8 @@ class Supernet:
         self.example_input = example_input
         self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
+        if dimensions is None:  # refuse a model no adapter handles before running anything
+            self.adapter: Adapter | None = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
         reference = None
         if self._run is not None:
             try:
@@ -104,14 +106,13 @@ class Supernet:
             except Exception as err:
                 raise RuntimeError(f"{type(model).__name__} does not run on the example input: {err}") from err
         if dimensions is not None:
-            self.adapter: Adapter | None = None
+            self.adapter = None
             self.plan = _plan_from_dimensions(model, dimensions)
         else:
             if self._run is None:
                 raise ValueError(
                     "Supernet needs `example_input` to discover elastic dimensions (or explicit `dimensions=`)"
                 )
-            self.adapter = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
             self.plan = self.adapter.plan(model, self._run, **adapter_options)
         if not self.plan.dimensions:
             notes = "; ".join(self.plan.notes) or "no supported layers were found"

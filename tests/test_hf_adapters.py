@@ -70,6 +70,8 @@ def tiny_inputs(batch: int = 2, length: int = 7) -> dict[str, torch.Tensor]:
 
 
 def tiny_supernet(name: str, **options: object) -> Supernet:
+    """The full space (per-layer widths) unless ``options`` say otherwise."""
+    options.setdefault("stock_config", False)
     return Supernet(TINY[name]().eval(), example_input=tiny_inputs(), **options)
 
 
@@ -109,7 +111,7 @@ def test_depth_keeps_the_layers_in_depth_order() -> None:
 
 def test_gqa_heads_shrink_in_whole_groups() -> None:
     config = transformers.LlamaConfig(**{**DECODER_KWARGS, "num_attention_heads": 8, "num_key_value_heads": 2})
-    net = Supernet(transformers.LlamaForCausalLM(config).eval(), example_input=tiny_inputs())
+    net = Supernet(transformers.LlamaForCausalLM(config).eval(), example_input=tiny_inputs(), stock_config=False)
     head_dim = 4
     assert net.space["layers.0.heads"].choices == (1, 2)  # key/value heads, four query heads each
     small = net.extract({"layers.0.heads": 1, "hidden": 24})
@@ -175,7 +177,9 @@ def test_unknown_architectures_fall_back_or_fail_clearly() -> None:
         max_position_embeddings=32,
     )
     opt = transformers.OPTForCausalLM(config)
-    assert isinstance(find_adapter(opt), GenericAdapter)
+    assert isinstance(find_adapter(opt, "generic"), GenericAdapter)  # tracing is chosen explicitly
+    with pytest.raises(ValueError, match=r"no Hugging Face adapter handles OPTForCausalLM \(model type 'opt'\)"):
+        find_adapter(opt)
     with pytest.raises(ValueError, match=r"'hf_decoder' adapter does not support OPTForCausalLM \(model type 'opt'\)"):
         Supernet(opt, example_input=tiny_inputs(), adapter="hf_decoder")
     with pytest.raises(ValueError, match="does not support LlamaForCausalLM"):
@@ -195,7 +199,7 @@ class _Wrapped(torch.nn.Module):
 
 
 def test_a_transformer_inside_a_user_module_is_found() -> None:
-    net = Supernet(_Wrapped().eval(), example_input=tiny_inputs())
+    net = Supernet(_Wrapped().eval(), example_input=tiny_inputs(), stock_config=False)
     assert isinstance(net.adapter, HFEncoderAdapter)
     assert "head:in" in net.space["hidden"].axes  # the user's head reads the hidden size
     arch = {"hidden": 16, "layers.1.heads": 1, "depth": 2}
@@ -216,7 +220,7 @@ def test_cross_attention_is_refused() -> None:
 def test_a_compressed_export_can_become_a_supernet_again() -> None:
     net = tiny_supernet("bert")
     small = net.extract({"layers.0.heads": 2, "layers.1.ffn": 24, "hidden": 24}).eval()
-    again = Supernet(small, example_input=tiny_inputs())
+    again = Supernet(small, example_input=tiny_inputs(), stock_config=False)
     assert again.space["layers.0.heads"].choices == (1, 2)
     assert again.space["layers.1.ffn"].size == 24
     smaller = again.extract({"layers.0.heads": 1})

@@ -114,7 +114,7 @@ def test_electra_embeddings_keep_their_projection_or_follow_the_hidden_size(
     embedding_size: int, tmp_path: Path
 ) -> None:
     config = transformers.ElectraConfig(**{**ENCODER_KWARGS, "embedding_size": embedding_size})
-    net = Supernet(transformers.ElectraForMaskedLM(config).eval(), example_input=tiny_inputs())
+    net = Supernet(transformers.ElectraForMaskedLM(config).eval(), example_input=tiny_inputs(), stock_config=False)
     # A hidden size equal to the embedding size would make transformers drop the projection.
     assert (embedding_size in net.space["hidden"].choices) == (embedding_size == 32)
     arch = {**net.min_arch(), "depth": 3}

@@ -11,7 +11,9 @@ computes with the sliced shapes.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -20,16 +22,19 @@ from lightning_nas.adapters._hf_compressed import (
     compressed_model_class,
     export_config,
     family_for,
+    listed_model_types,
+    register_family,
     stock_model_class,
 )
 from lightning_nas.adapters._hf_elastic import elastic_conv1d, elastic_gpt2_attention, elastic_rms_norm
 from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths, is_conv1d
+from lightning_nas.adapters._hf_structure import STRUCTURES, NotRecognised, family_by_structure
 from lightning_nas.adapters._plan import AxisKey, ElasticPlan, Segment
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices
 from lightning_nas.space import Depth, Dimension, Width
 
-__all__ = ["HFTransformerAdapter"]
+__all__ = ["HFTransformerAdapter", "unsupported_message"]
 
 
 class HFTransformerAdapter(Adapter):
@@ -47,7 +52,15 @@ class HFTransformerAdapter(Adapter):
     Options of :meth:`plan`:
         width_fractions: Fractions of each width offered as choices.
         depth_fractions: Fractions of the layers offered as depths (default: ``width_fractions``).
-        per_layer: One heads and one FFN dimension per layer (else one for all layers).
+        stock_config: Only sub-networks the family's stock config can describe (default), so
+            every export reloads with plain transformers, without ``lightning_nas``: widths are
+            global (``per_layer=False``); in families whose config derives the head size as
+            ``hidden_size // num_attention_heads`` (BERT, RoBERTa, GPT-2, ...) heads and hidden
+            size stay fixed; elsewhere (Llama-like configs with ``head_dim``) hidden sizes are
+            kept only where every head count divides them (the stock configs check that).
+            ``False`` allows the full space; exports the stock config cannot describe get the
+            registered ``lightning_nas_<family>`` config and reload after ``import lightning_nas``.
+        per_layer: One heads and one FFN dimension per layer (default: ``not stock_config``).
         hidden, heads, ffn, depth: Turn a kind of dimension off.
         depth_order: The order in which layers are kept (default: first to last).
     """
@@ -55,8 +68,14 @@ class HFTransformerAdapter(Adapter):
     #: Stock model types this adapter handles.
     model_types: tuple[str, ...] = ()
 
+    #: ``Family.kind`` of the families this adapter handles.
+    kind: str = ""
+
     def matches(self, model: nn.Module) -> bool:
-        return any(family.model_type in self.model_types for _, _, family in _hf_models(model))
+        return any(family.kind == self.kind for _, _, family in _hf_models(model))
+
+    def unsupported(self, model: nn.Module) -> str | None:
+        return unsupported_message(model)
 
     def locate(self, model: nn.Module) -> tuple[str, nn.Module, Family]:
         """The Hugging Face model in ``model`` (itself, or one submodule, e.g. of a LightningModule).
@@ -68,14 +87,16 @@ class HFTransformerAdapter(Adapter):
             ValueError: naming the model class, if there is no model of a family this adapter
                 handles, several of them, or one with cross-attention.
         """
-        found = _hf_models(model)
-        supported = [entry for entry in found if entry[2].model_type in self.model_types]
+        scanned = _scan(model)
+        supported = [entry for entry in scanned if isinstance(entry[2], Family) and entry[2].kind == self.kind]
         if not supported:
-            what = ", ".join(_describe(m) for _, m, _ in found) or _describe(model)
+            what = ", ".join(
+                _describe(m) + (f" ({reason})" if isinstance(reason, str) else "") for _, m, reason in scanned
+            )
             raise ValueError(
-                f"the {self.name!r} adapter does not support {what}; it handles model "
-                f"types {sorted(self.model_types)}. Other architectures: adapter='generic' (traced) or explicit "
-                "`dimensions=`"
+                f"the {self.name!r} adapter does not support {what or _describe(model)}; it handles model "
+                f"types {listed_model_types(self.kind)} and, by structure, {self.kind}s of the common layout. Other "
+                "architectures: adapter='generic' (traced) or explicit `dimensions=`"
             )
         if len(supported) > 1:
             raise ValueError(
@@ -96,7 +117,8 @@ class HFTransformerAdapter(Adapter):
         run: Callable[[nn.Module], Any],
         width_fractions: Sequence[float] = DEFAULT_WIDTH_FRACTIONS,
         depth_fractions: Sequence[float] | None = None,
-        per_layer: bool = True,
+        stock_config: bool = True,
+        per_layer: bool | None = None,
         hidden: bool = True,
         heads: bool = True,
         ffn: bool = True,
@@ -108,6 +130,20 @@ class HFTransformerAdapter(Adapter):
             raise TypeError(f"unknown options for the {self.name!r} adapter: {sorted(options)}")
         hf_path, hf_model, family = self.locate(model)
         config = hf_model.config
+        if per_layer is None:
+            per_layer = not stock_config
+        elif per_layer and stock_config:
+            raise ValueError(
+                f"per_layer=True needs stock_config=False: a stock {family.config_class} gives all layers one width"
+            )
+        notes: list[str] = []
+        if stock_config and not family.head_dim_field and (heads or hidden):
+            heads = hidden = False
+            notes.append(
+                f"heads and hidden size fixed: {family.config_class} has no head_dim field, so the head size is "
+                "hidden_size // num_attention_heads (stock_config=False frees them; exports then need "
+                "`import lightning_nas`)"
+            )
         layers_path = _join(hf_path, family.layers_path(hf_model))
         layers = model.get_submodule(layers_path)
         head_dim = family.head_dim(config)
@@ -118,7 +154,6 @@ class HFTransformerAdapter(Adapter):
 
         layouts: dict[AxisKey, tuple[Segment, ...]] = {}
         dims: dict[str, Dimension] = {}
-        notes: list[str] = []
         groups: dict[str, list[tuple[AxisKey, ...]]] = {}  # a global width: each layer's units are its own
         reserved: set[str] = set()  # module paths whose head/FFN axes never carry the hidden size
         for i, shape in enumerate(shapes):
@@ -148,6 +183,11 @@ class HFTransformerAdapter(Adapter):
                 )
             elif _add_width(dims, "hidden", hidden_size, width_fractions, exclude=embedding_size):
                 layouts.update(hidden_layouts)
+                if stock_config and not _divisible_hidden(dims, shapes, not per_layer and "heads" in dims):
+                    del dims["hidden"]
+                    for key in hidden_layouts:
+                        del layouts[key]
+                    notes.append("hidden size fixed: no smaller size is divisible by every head count")
         if depth:
             dims.update(
                 _depth(config, layers_path, len(layers), depth_fractions or width_fractions, depth_order, notes)
@@ -161,7 +201,7 @@ class HFTransformerAdapter(Adapter):
                 ]
                 dims[name] = Width(axes, dim.choices, unit=dim.unit, size=dim.size, name=name)
         groups = {name: tuple(parts) for name, parts in groups.items() if name in dims and len(parts) > 1}
-        return ElasticPlan(dims, layouts, notes, groups)
+        return HFPlan(dims, layouts, notes, groups, stock_config=stock_config, family=family, model_path=hf_path)
 
     # export -----------------------------------------------------------------------------------
     def finalize(self, dense: nn.Module, arch: dict[str, int], plan: ElasticPlan) -> nn.Module:
@@ -170,7 +210,12 @@ class HFTransformerAdapter(Adapter):
         Layer indices are renumbered, the attention modules record their head counts, and the
         model switches to the compressed model class when the stock config cannot express it.
         """
-        _, hf_model, family = self.locate(dense)
+        if isinstance(plan, HFPlan) and plan.family is not None:
+            # The dense model's config still describes the full model: found by the plan, not again.
+            family = plan.family
+            hf_model = dense.get_submodule(plan.model_path) if plan.model_path else dense
+        else:
+            _, hf_model, family = self.locate(dense)
         source = hf_model.config
         layers = hf_model.get_submodule(family.layers_path(hf_model))
         head_dim = family.head_dim(source)
@@ -184,7 +229,8 @@ class HFTransformerAdapter(Adapter):
         for name, dim in plan.dimensions.items():
             if isinstance(dim, Depth):
                 kept = sorted(dim.blocks[: arch.get(name, dim.size)])
-        config = export_config(source, family, shapes, head_dim, family.hidden_size(layers[0]), kept)
+        stock_only = isinstance(plan, HFPlan) and plan.stock_config
+        config = export_config(source, family, shapes, head_dim, family.hidden_size(layers[0]), kept, stock_only)
         for module in hf_model.modules():
             if getattr(module, "config", None) is source:
                 module.config = config
@@ -195,20 +241,84 @@ class HFTransformerAdapter(Adapter):
         return dense
 
 
+@dataclass
+class HFPlan(ElasticPlan):
+    """The plan of an HF adapter, with the option the export must honour.
+
+    Attributes:
+        stock_config: Exports must have the stock config class (see ``HFTransformerAdapter``).
+        family: The family of the transformers model.
+        model_path: Module path of the transformers model inside the planned model.
+    """
+
+    stock_config: bool = True
+    family: Family | None = None
+    model_path: str = ""
+
+
+def _divisible_hidden(dims: dict[str, Dimension], shapes: Sequence[LayerShape], global_heads: bool) -> bool:
+    """Keep the hidden sizes every query-head count divides; whether two or more remain."""
+    hidden = dims["hidden"]
+    group = shapes[0].heads // shapes[0].kv_heads
+    counts = {units * group for units in dims["heads"].choices} if global_heads else {s.heads for s in shapes}
+    choices = [c for c in hidden.choices if all(c % count == 0 for count in counts)]
+    if len(choices) < 2:
+        return False
+    dims["hidden"] = Width([], choices, unit=hidden.unit, size=hidden.size, name="hidden")
+    return True
+
+
 def _hf_models(model: nn.Module) -> list[tuple[str, nn.Module, Family]]:
     """The outermost transformers models of known families inside ``model`` (incl. itself)."""
+    return [entry for entry in _scan(model) if isinstance(entry[2], Family)]  # type: ignore[misc]
+
+
+def _scan(model: nn.Module) -> list[tuple[str, nn.Module, Family | str]]:
+    """The outermost transformers models inside ``model``, each with its family or why it has none."""
     if "transformers.modeling_utils" not in sys.modules:  # then there can be none; don't import it
         return []
     from transformers import PreTrainedModel
 
-    found: list[tuple[str, nn.Module, Family]] = []
+    found: list[tuple[str, nn.Module, Family | str]] = []
     for path, module in model.named_modules():
         if not isinstance(module, PreTrainedModel) or any(_within(path, outer) for outer, _, _ in found):
             continue
-        family = family_for(module.config)
-        if family is not None:
-            found.append((path, module, family))
+        found.append((path, module, _family_of(module)))
     return found
+
+
+_STRUCTURAL: weakref.WeakKeyDictionary[nn.Module, Family | str] = weakref.WeakKeyDictionary()
+
+
+def _family_of(model: nn.Module) -> Family | str:
+    """The family of a transformers model: listed by model type, else by structure, else the reason why not."""
+    family = family_for(model.config)
+    if family is not None:
+        return family
+    if model not in _STRUCTURAL:  # matches, locate and plan all ask; examine the model once
+        try:
+            family = family_by_structure(model)
+        except NotRecognised as err:
+            _STRUCTURAL[model] = str(err)
+        else:
+            register_family(family)
+            _STRUCTURAL[model] = family
+    return _STRUCTURAL[model]
+
+
+def unsupported_message(model: nn.Module) -> str | None:
+    """Why no HF adapter handles ``model`` when it holds transformers models but none they handle, else ``None``."""
+    scanned = _scan(model)
+    refused = [(m, reason) for _, m, reason in scanned if isinstance(reason, str)]
+    if not refused or len(refused) < len(scanned):
+        return None
+    what = "; ".join(f"{_describe(m)}: {reason}" for m, reason in refused)
+    return (
+        f"no Hugging Face adapter handles {what}. The adapters handle encoder model types "
+        f"{listed_model_types('encoder')}, decoder model types {listed_model_types('decoder')}, and by structure "
+        f"{STRUCTURES}. To trace it anyway pass adapter='generic' (its sub-networks then export as plain torch "
+        "modules, not as Hugging Face directories)"
+    )
 
 
 def _describe(model: nn.Module) -> str:
@@ -265,7 +375,10 @@ def _hidden_layouts(
     for path, module in model.named_modules():
         lengths = axis_lengths(module, family.norm_classes)
         if not lengths:
-            if any(hidden in p.shape for p in module.parameters(recurse=False)):
+            # A norm without weights still normalises over a fixed shape (OLMo's LayerNorm).
+            shape = getattr(module, "normalized_shape", None)
+            fixed = isinstance(shape, (tuple, list)) and hidden in shape
+            if fixed or any(hidden in p.shape for p in module.parameters(recurse=False)):
                 blockers.append(f"{path or type(model).__name__} ({type(module).__name__})")
             continue
         if path in reserved:

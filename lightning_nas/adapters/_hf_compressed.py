@@ -24,8 +24,11 @@ instantiated, so that importing ``lightning_nas`` imports no transformers modeli
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -38,6 +41,8 @@ __all__ = [
     "compressed_model_class",
     "export_config",
     "family_for",
+    "listed_model_types",
+    "load_instructions",
     "register_family",
     "stock_model_class",
 ]
@@ -60,7 +65,7 @@ AUTO_CLASSES = (
     "AutoModelForTokenClassification",
 )
 _BUILDING = "_lightning_nas_building"
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: dict[str, Family] = {}  # every family with a compressed config, by stock model type
 _CONFIG_CLASSES: dict[str, type] = {}
 _MODEL_CLASSES: dict[type, type] = {}  # stock model class -> compressed subclass
 _MODELS_REGISTERED: set[str] = set()
@@ -170,9 +175,21 @@ def _register_config(family: Family) -> None:
 
 
 def family_for(config: Any) -> Family | None:
-    """The family of a stock or compressed config, or ``None``."""
+    """The family of a compressed config or of a stock config listed by model type, or ``None``.
+
+    Families recognised by structure are not returned for stock configs: the same model type
+    may be built with options that change its layout, so its models are examined one by one.
+    """
     compressed = getattr(type(config), "_family", None)
-    return compressed if isinstance(compressed, Family) else _FAMILIES.get(getattr(config, "model_type", ""))
+    if isinstance(compressed, Family):
+        return compressed
+    family = _FAMILIES.get(getattr(config, "model_type", ""))
+    return family if family is not None and not family.structural else None
+
+
+def listed_model_types(kind: str) -> list[str]:
+    """Stock model types of the families listed by model type, of one kind (``"encoder"``, ``"decoder"``)."""
+    return sorted(t for t, family in _FAMILIES.items() if family.kind == kind and not family.structural)
 
 
 def _register_models(family: Family) -> None:
@@ -223,8 +240,31 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def load_instructions(directory: str | os.PathLike[str], auto_class: str) -> str:
+    """The Python that reloads an exported directory, as it must be typed (``lightning_nas`` only when needed).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "config.json").write_text('{"model_type": "lightning_nas_bert"}')
+        >>> print(load_instructions(folder, "AutoModel").replace(str(folder), "DIR"))
+        import lightning_nas, transformers; transformers.AutoModel.from_pretrained('DIR')  # lightning_nas config
+    """
+    model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type", "")
+    load = f"transformers.{auto_class}.from_pretrained({str(directory)!r})"
+    if model_type.startswith(_MODEL_TYPE_PREFIX):
+        return f"import lightning_nas, transformers; {load}  # lightning_nas config"
+    return f"import transformers; {load}  # stock config: plain transformers"
+
+
 def export_config(
-    config: Any, family: Family, shapes: Sequence[LayerShape], head_dim: int, hidden: int, kept: Sequence[int]
+    config: Any,
+    family: Family,
+    shapes: Sequence[LayerShape],
+    head_dim: int,
+    hidden: int,
+    kept: Sequence[int],
+    stock_only: bool = False,
 ) -> Any:
     """The config of an extracted model: the stock class when its fields suffice, else the compressed one.
 
@@ -236,6 +276,10 @@ def export_config(
         hidden: Hidden size.
         kept: Indices, in the source model, of the kept layers (for per-layer fields such as
             ``layer_types``).
+        stock_only: Raise instead of falling back to the compressed config.
+
+    Raises:
+        ValueError: ``stock_only`` and the stock config cannot describe the sub-network.
     """
     widest = LayerShape(*(max(values) for values in zip(*shapes)))
     values = config.to_dict()
@@ -259,11 +303,19 @@ def export_config(
     uniform = all(shape == shapes[0] for shape in shapes)
     stock = getattr(_transformers(), family.config_class)
     exported = None
+    reason = "its layers differ in width"
     if uniform and (family.head_dim_field or widest.heads * head_dim == hidden):
         try:
             exported = stock(**values, **({"head_dim": head_dim} if family.head_dim_field else {}))
-        except (ValueError, StrictDataclassError):  # the stock config's own checks (Llama: hidden % heads)
-            exported = None
+        except (ValueError, StrictDataclassError) as err:  # the stock config's own checks (Llama: hidden % heads)
+            reason = f"{family.config_class} refuses it: {err}"
+    elif uniform:
+        reason = f"{widest.heads} heads of size {head_dim} do not make hidden size {hidden}"
+    if exported is None and stock_only:
+        raise ValueError(
+            f"a stock {family.config_class} cannot describe this sub-network ({reason}); "
+            "build the supernet with stock_config=False to export it with a lightning_nas config"
+        )
     if exported is None:
         per_layer = {
             index: _layer_overrides(family, shape, widest) for index, shape in enumerate(shapes) if shape != widest

@@ -101,6 +101,9 @@ class Family:
             (ELECTRA's ``embedding_size``): the model projects the embeddings only when they differ.
         set_attention: Writes ``(attention module, layer shape, head size)`` into the attention
             module's attributes, so that its forward matches its (new) projection sizes.
+        kind: ``"encoder"`` or ``"decoder"``: which HF adapter handles the family.
+        structural: Recognised by its layout (not listed by model type): found again for every
+            model, since the same model type may be built with other options.
     """
 
     name: str
@@ -122,6 +125,8 @@ class Family:
     norm_classes: tuple[str, ...] = ()
     head_norms: tuple[str, ...] = ()
     embedding_field: str = ""
+    kind: str = ""
+    structural: bool = False
 
     # model structure ------------------------------------------------------------------------------
     def layers_path(self, model: nn.Module) -> str:

@@ -32,6 +32,13 @@ class Adapter(ABC):
     def plan(self, model: nn.Module, run: Callable[[nn.Module], Any], **options: Any) -> ElasticPlan:
         """Find the elastic dimensions of ``model``; ``run(model)`` calls its forward once."""
 
+    def unsupported(self, model: nn.Module) -> str | None:
+        """Why ``model`` belongs to this adapter's domain yet cannot be handled, else ``None``.
+
+        A reason stops :func:`find_adapter` from falling back to the generic adapter.
+        """
+        return None
+
     def finalize(self, dense: nn.Module, arch: dict[str, int], plan: ElasticPlan) -> nn.Module:
         """Adjust a freshly extracted dense model (config fields, tied weights, ...)."""
         return dense
@@ -62,7 +69,13 @@ def registered_adapters() -> list[Adapter]:
 
 
 def find_adapter(model: nn.Module, name: str | None = None) -> Adapter:
-    """The adapter for ``model``: the one called ``name`` if given, else the first that matches."""
+    """The adapter for ``model``: the one called ``name`` if given, else the first that matches.
+
+    Raises:
+        ValueError: ``name`` is unknown, or no family adapter matches a model that one of them
+            recognises as its domain (e.g. a transformers model of an unsupported layout), which
+            the generic adapter would otherwise trace into sub-networks no family export can write.
+    """
     from lightning_nas.adapters.generic import GenericAdapter
 
     candidates = [*_REGISTRY, GenericAdapter()]
@@ -71,4 +84,11 @@ def find_adapter(model: nn.Module, name: str | None = None) -> Adapter:
             if adapter.name == name:
                 return adapter
         raise ValueError(f"no adapter named {name!r}; available: {[a.name for a in candidates]}")
-    return next(adapter for adapter in candidates if adapter.matches(model))
+    for adapter in _REGISTRY:
+        if adapter.matches(model):
+            return adapter
+    for adapter in _REGISTRY:
+        reason = adapter.unsupported(model)
+        if reason is not None:
+            raise ValueError(reason)
+    return candidates[-1]

@@ -1,4 +1,8 @@
-"""Adapter for Hugging Face decoders: Llama, Mistral, Qwen2, Qwen3 and GPT-2.
+"""Adapter for Hugging Face decoders: Llama, Mistral, Qwen2, Qwen3, GPT-2, and any decoder of the Llama layout.
+
+Families not listed by model type are recognised by their structure (see
+:mod:`~lightning_nas.adapters._hf_structure`): Gemma, Granite, Helium, StableLM, ... work as they
+are; mixtures of experts and fused projections are refused with the reason.
 
 Grouped-query attention shrinks in whole groups: a head unit is one key/value head together with
 the query heads that read it, so ``num_attention_heads // num_key_value_heads`` never changes.
@@ -11,14 +15,24 @@ Example:
     >>> from lightning_nas import Supernet
     >>> config = LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     ...                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True)
-    >>> net = Supernet(LlamaForCausalLM(config).eval(), example_input={"input_ids": torch.ones(1, 8, dtype=torch.long)})
-    >>> net.space["layers.0.heads"].choices  # key/value heads, two query heads each
+    >>> model = LlamaForCausalLM(config).eval()
+    >>> net = Supernet(model, example_input={"input_ids": torch.ones(1, 8, dtype=torch.long)})
+    >>> net.space["heads"].choices  # key/value heads, two query heads each, in every layer
     (1, 2)
-    >>> small = net.extract({"layers.0.heads": 1, "layers.1.heads": 1, "hidden": 16})
-    >>> small.config.num_attention_heads, small.config.num_key_value_heads, small.config.head_dim
-    (2, 1, 8)
+    >>> small = net.extract({"heads": 1, "hidden": 16})
+    >>> type(small.config).__name__, small.config.num_attention_heads, small.config.num_key_value_heads
+    ('LlamaConfig', 2, 1)
     >>> small.lm_head.weight is small.model.embed_tokens.weight
     True
+
+    With ``stock_config=False`` each layer gets its own widths (the export then needs
+    ``import lightning_nas`` to reload):
+
+    >>> net = Supernet(LlamaForCausalLM(config).eval(), example_input={"input_ids": torch.ones(1, 8, dtype=torch.long)},
+    ...                stock_config=False)
+    >>> small = net.extract({"layers.0.heads": 1, "layers.1.heads": 2, "hidden": 16})
+    >>> type(small.config).__name__, small.config.per_layer_config[0].num_key_value_heads
+    ('LightningNasLlamaConfig', 1)
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ def _llama_like(name: str, config_class: str, norm: str, head_norms: tuple[str, 
         head_dim_field=True,
         norm_classes=(norm,),
         head_norms=head_norms,
+        kind="decoder",
         set_attention=_set_llama_attention,
     )
 
@@ -90,6 +105,7 @@ DECODER_FAMILIES: dict[str, Family] = {
             ffn_in=("mlp.c_fc",),
             ffn_out="mlp.c_proj",
             ffn_field="n_inner",
+            kind="decoder",
             set_attention=_set_gpt2_attention,
         ),
     )
@@ -100,6 +116,7 @@ class HFDecoderAdapter(HFTransformerAdapter):
     """Elastic depth, GQA-aware heads, FFN and hidden size of decoders (see the module docstring)."""
 
     name = "hf_decoder"
+    kind = "decoder"
     model_types = tuple(DECODER_FAMILIES)
 
 

@@ -1,8 +1,9 @@
-"""Adapter for Hugging Face encoders: BERT (incl. MiniLM), RoBERTa, ELECTRA and DistilBERT.
+"""Adapter for Hugging Face encoders: BERT (incl. MiniLM), RoBERTa, ELECTRA, DistilBERT, and any BERT-layout encoder.
 
 Works on the base models and on every task head transformers has for them
-(``*ForSequenceClassification``, ``*ForMaskedLM`` with its tied decoder, ...). See
-:class:`~lightning_nas.adapters._hf_common.HFTransformerAdapter` for the dimensions and options.
+(``*ForSequenceClassification``, ``*ForMaskedLM`` with its tied decoder, ...). Encoders of the
+BERT layout under other model types (XLM-RoBERTa, CamemBERT, ...) are recognised by structure.
+See :class:`~lightning_nas.adapters._hf_common.HFTransformerAdapter` for the dimensions and options.
 
 Example:
     >>> import torch
@@ -12,8 +13,11 @@ Example:
     ...                     intermediate_size=64, max_position_embeddings=32)
     >>> inputs = {"input_ids": torch.ones(1, 8, dtype=torch.long)}
     >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input=inputs)
-    >>> type(net.adapter).__name__, sorted(net.space)[:3]
-    ('HFEncoderAdapter', ['depth', 'hidden', 'layers.0.ffn'])
+    >>> type(net.adapter).__name__, sorted(net.space)  # a stock BertConfig ties heads to the hidden size
+    ('HFEncoderAdapter', ['depth', 'ffn'])
+    >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input=inputs, stock_config=False)
+    >>> sorted(net.space)[:3]
+    ['depth', 'hidden', 'layers.0.ffn']
     >>> small = net.extract({**net.min_arch()})
     >>> small.config.num_hidden_layers, small.config.hidden_size
     (1, 8)
@@ -58,6 +62,7 @@ def _bert_like(name: str, config_class: str, embedding_field: str = "") -> Famil
         ffn_in=("intermediate.dense",),
         ffn_out="output.dense",
         embedding_field=embedding_field,
+        kind="encoder",
         set_attention=_set_bert_attention,
     )
 
@@ -82,6 +87,7 @@ ENCODER_FAMILIES: dict[str, Family] = {
             ffn_in=("ffn.lin1",),
             ffn_out="ffn.lin2",
             ffn_field="hidden_dim",
+            kind="encoder",
             set_attention=_set_distilbert_attention,
         ),
     )
@@ -92,6 +98,7 @@ class HFEncoderAdapter(HFTransformerAdapter):
     """Elastic depth, heads, FFN and hidden size of BERT-like encoders (see the module docstring)."""
 
     name = "hf_encoder"
+    kind = "encoder"
     model_types = tuple(ENCODER_FAMILIES)
 
 

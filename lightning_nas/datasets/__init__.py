@@ -24,7 +24,7 @@ from ._files import (
     read_table,
     read_text_classification,
 )
-from ._pretrained import MINILM_PACKAGE, minilm_model_dir
+from ._pretrained import MINILM_PACKAGE, SMOLLM2_PACKAGE, minilm_model_dir, smollm2_model_dir
 from ._text_classification import (
     TextClassificationData,
     available_text_datasets,
@@ -36,6 +36,7 @@ from ._text_classification import (
 __all__ = [
     "DataSource",
     "MINILM_PACKAGE",
+    "SMOLLM2_PACKAGE",
     "TABLE_FORMATS",
     "TextClassificationData",
     "TextClassificationSplits",
@@ -46,5 +47,6 @@ __all__ = [
     "minilm_model_dir",
     "read_table",
     "read_text_classification",
+    "smollm2_model_dir",
     "train_validation_split",
 ]

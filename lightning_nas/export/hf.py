@@ -34,7 +34,7 @@ Example:
     >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     ...                     intermediate_size=64, max_position_embeddings=32)
     >>> inputs = {"input_ids": torch.ones(1, 8, dtype=torch.long)}
-    >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input=inputs)
+    >>> net = Supernet(BertForSequenceClassification(config).eval(), example_input=inputs, stock_config=False)
     >>> path = export_hf(net, tempfile.mkdtemp(), {"layers.0.heads": 2, "layers.1.ffn": 32})
     >>> type(load_hf(path)).__name__
     'LightningNasBertForSequenceClassification'
