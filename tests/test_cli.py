@@ -63,7 +63,9 @@ def test_task_choices_come_from_the_task_registry() -> None:
 
     parser = build_parser()
     args = parser.parse_args(["compress", "minilm"])
-    assert args.task == "sequence-classification" and "sequence-classification" in TASKS
+    # No --task: compress infers it from the model's config (see test_compress / test_causal_lm).
+    assert args.task is None and {"sequence-classification", "causal-lm"} <= set(TASKS)
+    assert parser.parse_args(["compress", "minilm", "--task", "causal-lm"]).task == "causal-lm"
     with pytest.raises(SystemExit):
         parser.parse_args(["compress", "minilm", "--task", "no-such-task"])
 
