@@ -27,8 +27,8 @@ FAMILIES = {
     "efficientnet_b0": ({}, 64, {"depth", "kernel"}),
     "mobilenetv3_small_100": ({}, 64, {"depth", "kernel"}),
     "mnasnet_100": ({}, 64, {"depth", "kernel"}),
-    "regnety_002": ({}, 64, set()),
-    "regnetx_002": ({}, 64, set()),
+    "regnety_002": ({}, 64, {"depth"}),
+    "regnetx_002": ({}, 64, {"depth"}),
     "ghostnet_100": ({}, 64, set()),
     "tf_efficientnet_lite0": ({}, 64, {"depth", "kernel"}),
 }
@@ -140,6 +140,19 @@ def test_grouped_convolutions_shrink_by_whole_groups() -> None:
     dense = net.extract(arch)
     small = dense.s2.b1.conv2.conv
     assert small.out_channels == 8 * arch[name] and small.in_channels // small.groups == 8
+
+
+def test_regnet_stages_skip_their_last_blocks_and_keep_block_names() -> None:
+    model, size = _build("regnety_002")
+    net = Supernet(model, example_input=torch.randn(1, 3, size, size))
+    depth = net.space["s3.depth"]
+    assert isinstance(depth, Depth) and depth.choices[0] == 1
+    dense = net.extract({"s3.depth": 1})
+    assert [name for name, _ in dense.s3.named_children()] == ["b1", "b2"]  # b1 downsamples, so it always runs
+    assert set(dense.state_dict()) < set(model.state_dict())
+    x = torch.randn(2, 3, size, size)
+    with net.use({"s3.depth": 1}), torch.no_grad():
+        torch.testing.assert_close(dense.eval()(x), net.model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_reordering_by_importance_keeps_the_function() -> None:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lightning_nas.elastic import ElasticModule, Index, index_size, register_elastic_type, take
 from lightning_nas.elastic.conv import ElasticConv2d
+from lightning_nas.elastic.depth import _ElasticContainer
 from lightning_nas.elastic.linear import ElasticLinear
 from lightning_nas.elastic.norm import ElasticLayerNorm, _ElasticBatchNorm
 
@@ -24,6 +25,7 @@ __all__ = [
     "elastic_conv2d_same",
     "elastic_layer_norm",
     "elastic_linear",
+    "elastic_stage",
     "elastic_vectors",
 ]
 
@@ -49,6 +51,26 @@ class _ElasticConv2dSame(ElasticConv2d):
 
         # The kernel never shrinks here (its padding is not symmetric), so the padding is the dense one's.
         return ElasticConv2d.forward(self, pad_same(input, self.kernel_size, self.stride, self.dilation))
+
+
+class _ElasticStage(_ElasticContainer):
+    """A stage whose forward runs ``for block in self.children()`` (timm's ``RegStage``): runs only
+    the blocks not in ``skipped``; the dense stage keeps the names of the blocks it keeps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.skipped:
+            return self._dense_cls.forward(self, x)
+        modules = list(self._modules.values())
+        for i in self.active_indices():
+            x = modules[i](x)
+        return x
+
+    def __getitem__(self, index: int) -> nn.Module:
+        return list(self._modules.values())[index]
+
+    def _dense_attributes(self) -> dict[str, Any]:
+        items = list(self._modules.items())
+        return {"_modules": dict(items[i] for i in self.active_indices())}
 
 
 class _ElasticLayerNorm2d(ElasticLayerNorm):
@@ -164,6 +186,11 @@ def elastic_conv2d_same(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         torch.Size([1, 5, 5, 5])
     """
     return _elastic_class(dense_cls, _ElasticConv2dSame)
+
+
+def elastic_stage(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for a stage that runs its children in order (timm's ``RegStage``)."""
+    return _elastic_class(dense_cls, _ElasticStage)
 
 
 def elastic_linear(dense_cls: type[nn.Module]) -> type[ElasticModule]:

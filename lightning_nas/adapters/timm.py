@@ -75,8 +75,8 @@ class TimmAdapter(Adapter):
     ) -> ElasticPlan:
         if options:
             raise TypeError(f"unknown options for the timm adapter: {sorted(options)}")
-        leaves, vectors = _register_elastic_types(model)
-        trace = trace_channels(model, run, leaves=SUPPORTED_LEAVES | leaves, vectors=vectors)
+        leaves, vectors, stages = _register_elastic_types(model)
+        trace = trace_channels(model, run, leaves=SUPPORTED_LEAVES | leaves, vectors=vectors, containers=stages)
         plan = plan_from_trace(model, trace, width_fractions, min_kernel, depth)
         if heads:
             _add_heads(model, plan, width_fractions)
@@ -122,10 +122,11 @@ class TimmAdapter(Adapter):
 
 def _register_elastic_types(
     model: nn.Module,
-) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]]]:
+) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]], frozenset[type[nn.Module]]]:
     """Create and register elastic classes for the timm classes in ``model``; return the tracer's
-    extra leaf types and vector parameters."""
+    extra leaf types, vector parameters and container types."""
     from timm.layers import Attention, BatchNormAct2d, Conv2dSame, LayerNorm, LayerNorm2d, Linear
+    from timm.models.regnet import RegStage
 
     from lightning_nas.adapters._timm_elastic import (
         elastic_attention,
@@ -133,10 +134,12 @@ def _register_elastic_types(
         elastic_conv2d_same,
         elastic_layer_norm,
         elastic_linear,
+        elastic_stage,
         elastic_vectors,
     )
 
     leaves: set[type[nn.Module]] = set()
+    stages: set[type[nn.Module]] = set()
     vectors: dict[type[nn.Module], tuple[str, ...]] = {}
     for module in model.modules():
         cls = type(module)
@@ -154,6 +157,9 @@ def _register_elastic_types(
             leaves.add(cls)
         elif cls is Attention:
             elastic_attention(cls)
+        elif cls is RegStage:  # `for block in self.children()`
+            elastic_stage(cls)
+            stages.add(cls)
         # A length-1 "vector" broadcasts over any features: it is not laid out along them.
         names = tuple(
             name
@@ -163,7 +169,7 @@ def _register_elastic_types(
         if names and cls not in vectors:
             elastic_vectors(cls, names)
             vectors[cls] = names
-    return frozenset(leaves), vectors
+    return frozenset(leaves), vectors, frozenset(stages)
 
 
 def _add_heads(model: nn.Module, plan: ElasticPlan, width_fractions: Sequence[float]) -> None:
