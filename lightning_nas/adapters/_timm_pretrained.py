@@ -75,9 +75,9 @@ def efficientnet_lite0() -> nn.Module:
     """timm's ``tf_efficientnet_lite0`` with the pretrained ImageNet-1k weights (eval mode).
 
     Example:
-        >>> model = efficientnet_lite0()  # doctest: +SKIP
-        >>> model.pretrained_cfg["mean"]  # doctest: +SKIP
-        (0.5, 0.5, 0.5)
+        >>> model = efficientnet_lite0()
+        >>> model.pretrained_cfg["architecture"], model.pretrained_cfg["mean"], model.training
+        ('tf_efficientnet_lite0', (0.5, 0.5, 0.5), False)
     """
     import timm
 
