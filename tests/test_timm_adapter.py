@@ -63,6 +63,8 @@ def test_family_is_mostly_elastic_and_extracts_exactly(name: str) -> None:
     fraction = 1 - net.num_params(net.min_arch()) / net.num_params(net.max_arch())
     assert fraction >= 0.8, f"{name}: only {fraction:.0%} of the parameters are elastic; {net.plan.notes}"
     for arch in (net.min_arch(), net.sample_arch(0)):
+        with net.use(arch):  # statistics of this sub-network (none in a ViT)
+            assert net.recalibrate_batchnorm([torch.randn(4, 3, size, size)]) == int(net.has_batchnorm)
         dense = net.extract(arch).eval()
         assert not any(isinstance(m, ElasticModule) for m in dense.modules())
         assert count_params(dense) == net.num_params(arch) < count_params(model)
