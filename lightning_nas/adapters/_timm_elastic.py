@@ -14,10 +14,20 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_nas.elastic import ElasticModule, Index, index_size, register_elastic_type, take
+from lightning_nas.elastic.conv import ElasticConv2d
+from lightning_nas.elastic.depth import _ElasticContainer
 from lightning_nas.elastic.linear import ElasticLinear
 from lightning_nas.elastic.norm import ElasticLayerNorm, _ElasticBatchNorm
 
-__all__ = ["elastic_attention", "elastic_batch_norm_act", "elastic_layer_norm", "elastic_linear", "elastic_vectors"]
+__all__ = [
+    "elastic_attention",
+    "elastic_batch_norm_act",
+    "elastic_conv2d_same",
+    "elastic_layer_norm",
+    "elastic_linear",
+    "elastic_stage",
+    "elastic_vectors",
+]
 
 _CREATED: dict[type[nn.Module], type[ElasticModule]] = {}
 
@@ -29,6 +39,38 @@ class _ElasticBatchNormAct(_ElasticBatchNorm):
         if self.active_features is None:
             return self._dense_cls.forward(self, input)
         return self.act(self.drop(_ElasticBatchNorm.forward(self, input)))
+
+
+class _ElasticConv2dSame(ElasticConv2d):
+    """timm's ``Conv2dSame`` (TensorFlow "same" padding computed from the input) over the active channels."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.active_in is None and self.active_out is None:
+            return self._dense_cls.forward(self, input)
+        from timm.layers.padding import pad_same
+
+        # The kernel never shrinks here (its padding is not symmetric), so the padding is the dense one's.
+        return ElasticConv2d.forward(self, pad_same(input, self.kernel_size, self.stride, self.dilation))
+
+
+class _ElasticStage(_ElasticContainer):
+    """A stage whose forward runs ``for block in self.children()`` (timm's ``RegStage``): runs only
+    the blocks not in ``skipped``; the dense stage keeps the names of the blocks it keeps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.skipped:
+            return self._dense_cls.forward(self, x)
+        modules = list(self._modules.values())
+        for i in self.active_indices():
+            x = modules[i](x)
+        return x
+
+    def __getitem__(self, index: int) -> nn.Module:
+        return list(self._modules.values())[index]
+
+    def _dense_attributes(self) -> dict[str, Any]:
+        items = list(self._modules.items())
+        return {"_modules": dict(items[i] for i in self.active_indices())}
 
 
 class _ElasticLayerNorm2d(ElasticLayerNorm):
@@ -130,6 +172,25 @@ def elastic_layer_norm(dense_cls: type[nn.Module], channels_first: bool) -> type
         torch.Size([2, 6, 3, 3])
     """
     return _elastic_class(dense_cls, _ElasticLayerNorm2d if channels_first else ElasticLayerNorm)
+
+
+def elastic_conv2d_same(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for timm's ``Conv2dSame`` (created on first use).
+
+    Example:
+        >>> import torch
+        >>> from timm.layers import Conv2dSame
+        >>> conv = elastic_conv2d_same(Conv2dSame).convert(Conv2dSame(4, 8, 3, stride=2))
+        >>> conv.active_in, conv.active_out = 2, 5
+        >>> conv(torch.randn(1, 2, 9, 9)).shape
+        torch.Size([1, 5, 5, 5])
+    """
+    return _elastic_class(dense_cls, _ElasticConv2dSame)
+
+
+def elastic_stage(dense_cls: type[nn.Module]) -> type[ElasticModule]:
+    """The registered elastic class for a stage that runs its children in order (timm's ``RegStage``)."""
+    return _elastic_class(dense_cls, _ElasticStage)
 
 
 def elastic_linear(dense_cls: type[nn.Module]) -> type[ElasticModule]:

@@ -617,6 +617,7 @@ def trace_channels(
     run: Callable[[nn.Module], Any],
     leaves: Collection[type[nn.Module]] = SUPPORTED_LEAVES,
     vectors: Mapping[type[nn.Module], tuple[str, ...]] | None = None,
+    containers: Collection[type[nn.Module]] = (),
 ) -> ChannelTrace:
     """Trace how features flow through ``model`` while ``run(model)`` executes its forward.
 
@@ -630,13 +631,14 @@ def trace_channels(
         vectors: Module types with parameters laid out along the features on their last axis, by
             parameter name (layer scales, class tokens, position embeddings); their elastic
             version slices those parameters on its ``"features"`` axis.
+        containers: Module types besides ``nn.Sequential`` / ``nn.ModuleList`` that run their
+            children one after the other (whose elastic version can skip them).
     """
     tracer = _ChannelTracer(model, leaves, vectors)
     blocks: dict[tuple[str, int], _Block] = {}
     handles = []
-    containers = {
-        path: module for path, module in model.named_modules() if isinstance(module, (nn.Sequential, nn.ModuleList))
-    }
+    container_types = (nn.Sequential, nn.ModuleList, *containers)
+    stacks = {path: module for path, module in model.named_modules() if isinstance(module, container_types)}
     names = {module: path for path, module in model.named_modules(remove_duplicate=False)}
 
     def push(module: nn.Module, args: tuple) -> None:
@@ -649,7 +651,7 @@ def trace_channels(
         handles.append(module.register_forward_pre_hook(push))
         handles.append(module.register_forward_hook(pop))
 
-    for cpath, container in containers.items():
+    for cpath, container in stacks.items():
         for index, child in enumerate(container.children()):
             if not list(child.children()) or not any(True for _ in child.parameters()):
                 continue  # leaves and parameter-free children are never skipped

@@ -22,12 +22,13 @@ from typing import Any
 from torch import nn
 
 from lightning_nas.adapters._plan import ElasticPlan, Segment
+from lightning_nas.adapters._timm_pretrained import efficientnet_lite0
 from lightning_nas.adapters._trace import SUPPORTED_LEAVES, trace_channels
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices, plan_from_trace
 from lightning_nas.space import Width
 
-__all__ = ["TimmAdapter", "VECTOR_NAMES"]
+__all__ = ["VECTOR_NAMES", "TimmAdapter", "efficientnet_lite0"]
 
 #: Parameter names that timm models use for vectors along the features (last axis).
 VECTOR_NAMES = ("gamma", "gamma_1", "gamma_2", "cls_token", "reg_token", "dist_token", "pos_embed")
@@ -74,8 +75,8 @@ class TimmAdapter(Adapter):
     ) -> ElasticPlan:
         if options:
             raise TypeError(f"unknown options for the timm adapter: {sorted(options)}")
-        leaves, vectors = _register_elastic_types(model)
-        trace = trace_channels(model, run, leaves=SUPPORTED_LEAVES | leaves, vectors=vectors)
+        leaves, vectors, stages = _register_elastic_types(model)
+        trace = trace_channels(model, run, leaves=SUPPORTED_LEAVES | leaves, vectors=vectors, containers=stages)
         plan = plan_from_trace(model, trace, width_fractions, min_kernel, depth)
         if heads:
             _add_heads(model, plan, width_fractions)
@@ -121,20 +122,24 @@ class TimmAdapter(Adapter):
 
 def _register_elastic_types(
     model: nn.Module,
-) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]]]:
+) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]], frozenset[type[nn.Module]]]:
     """Create and register elastic classes for the timm classes in ``model``; return the tracer's
-    extra leaf types and vector parameters."""
-    from timm.layers import Attention, BatchNormAct2d, LayerNorm, LayerNorm2d, Linear
+    extra leaf types, vector parameters and container types."""
+    from timm.layers import Attention, BatchNormAct2d, Conv2dSame, LayerNorm, LayerNorm2d, Linear
+    from timm.models.regnet import RegStage
 
     from lightning_nas.adapters._timm_elastic import (
         elastic_attention,
         elastic_batch_norm_act,
+        elastic_conv2d_same,
         elastic_layer_norm,
         elastic_linear,
+        elastic_stage,
         elastic_vectors,
     )
 
     leaves: set[type[nn.Module]] = set()
+    stages: set[type[nn.Module]] = set()
     vectors: dict[type[nn.Module], tuple[str, ...]] = {}
     for module in model.modules():
         cls = type(module)
@@ -144,16 +149,27 @@ def _register_elastic_types(
         elif cls in (LayerNorm, LayerNorm2d):
             elastic_layer_norm(cls, channels_first=cls is LayerNorm2d)
             leaves.add(cls)
+        elif cls is Conv2dSame:
+            elastic_conv2d_same(cls)
+            leaves.add(cls)
         elif cls is Linear:
             elastic_linear(cls)
             leaves.add(cls)
         elif cls is Attention:
             elastic_attention(cls)
-        names = tuple(name for name in VECTOR_NAMES if module._parameters.get(name) is not None)
+        elif cls is RegStage:  # `for block in self.children()`
+            elastic_stage(cls)
+            stages.add(cls)
+        # A length-1 "vector" broadcasts over any features: it is not laid out along them.
+        names = tuple(
+            name
+            for name in VECTOR_NAMES
+            if module._parameters.get(name) is not None and module._parameters[name].shape[-1] > 1
+        )
         if names and cls not in vectors:
             elastic_vectors(cls, names)
             vectors[cls] = names
-    return frozenset(leaves), vectors
+    return frozenset(leaves), vectors, frozenset(stages)
 
 
 def _add_heads(model: nn.Module, plan: ElasticPlan, width_fractions: Sequence[float]) -> None:
