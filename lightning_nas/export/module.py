@@ -120,7 +120,8 @@ def export_subnet(
             raised before any work.
         ExportError: The reloaded files do not reproduce the sub-network; nothing was moved into place.
     """
-    arch = supernet.arch if arch is None else dict(arch)
+    with supernet.use(supernet.arch if arch is None else arch):  # also the dimensions ``arch`` leaves at full size
+        arch = supernet.arch
     target = check_target(directory)
     if supernet.example_input is None:
         raise ValueError("export_subnet needs a supernet with an `example_input` (to trace and verify the export)")
