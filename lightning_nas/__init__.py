@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lightning_nas.export import load_module, save_module
+from lightning_nas.export import export_subnet, load_module, load_subnet, save_module
 from lightning_nas.importance import compute_importance, reorder_by_importance
 from lightning_nas.inputs import call_model
 from lightning_nas.metrics import count_flops, count_params, measure_latency
@@ -70,8 +70,10 @@ __all__ = [
     "count_flops",
     "count_params",
     "distillation_loss",
+    "export_subnet",
     "joint_search",
     "load_module",
+    "load_subnet",
     "measure_latency",
     "one_shot_search",
     "rank_archs",

@@ -376,3 +376,19 @@ def test_save_module_verifies_against_the_model_itself(tmp_path) -> None:
     x = torch.randn(2, 3)
     torch.testing.assert_close(load_subnet(path, fresh)(x), model(x))
     torch.testing.assert_close(load_module(path)(x), model(x))
+
+
+def test_the_readme_load_snippet_runs_verbatim(tmp_path, monkeypatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (snippet,) = [b for b in blocks if "load_subnet(" in b]
+    net = cnn_supernet()
+    monkeypatch.chdir(tmp_path)
+    export_subnet(net, "nas_runs/demo/best_subnet", ARCH)
+    namespace = {"supernet": net}  # what the README says `supernet` is
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    x = torch.randn(4, 1, 8, 8)
+    expected = sub_network_outputs(net, {**net.max_arch(), **ARCH}, x)
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["program"](x), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(namespace["model"](x), expected, atol=1e-5, rtol=1e-4)
