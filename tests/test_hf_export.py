@@ -243,3 +243,12 @@ def test_an_hf_export_is_replaced_only_by_one_that_verified(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     with pytest.raises(ValueError, match="is a file, not a directory"):
         export_hf(net, target / "config.json" / "x")
+
+
+def test_a_damaged_hf_export_is_named_on_load(tmp_path) -> None:
+    net = tiny_supernet("bert")
+    path = export_hf(net, tmp_path / "export", net.min_arch())
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ExportError, match=r"model.safetensors is truncated or damaged: [\d,]+ bytes, [\d,]+ written"):
+        load_hf(path)

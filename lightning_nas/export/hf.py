@@ -53,7 +53,15 @@ from torch import Tensor, nn
 
 from lightning_nas.adapters._hf_common import HFTransformerAdapter
 from lightning_nas.adapters._hf_compressed import AUTO_CLASSES
-from lightning_nas.export._files import ExportError, atomic_directory, check_target, write_manifest
+from lightning_nas.export._files import (
+    MANIFEST,
+    ExportError,
+    atomic_directory,
+    check_file,
+    check_target,
+    read_manifest,
+    write_manifest,
+)
 from lightning_nas.export._verify import check_outputs, probes_for, reference_outputs, verify_outputs
 from lightning_nas.inputs import call_model, call_with_example, eval_mode
 from lightning_nas.supernet import Supernet
@@ -288,10 +296,16 @@ def auto_class_for(config: Any) -> type:
 def load_hf(directory: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     """Reload an exported directory through the Auto class of its saved architecture, in eval mode.
 
-    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``).
+    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``). When the directory has the ``arch.json``
+    of :func:`save_hf` / :func:`export_hf`, every file is first checked against its size and
+    SHA-256, so a truncated or damaged file is named in a one-line :class:`ExportError`.
     """
     from transformers import AutoConfig
 
+    if (Path(directory) / MANIFEST).exists():
+        manifest = read_manifest(directory)
+        for name in manifest["files"]:
+            check_file(directory, name, manifest)
     config = AutoConfig.from_pretrained(directory)
     return auto_class_for(config).from_pretrained(directory, **kwargs).eval()
 
