@@ -392,3 +392,17 @@ def test_the_readme_load_snippet_runs_verbatim(tmp_path, monkeypatch) -> None:
     with torch.no_grad():
         torch.testing.assert_close(namespace["program"](x), expected, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(namespace["model"](x), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_verification_runs_in_full_fp32_and_restores_the_users_settings() -> None:
+    from lightning_nas.export._verify import full_precision
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # TF32 allowed, as many training scripts set it
+    try:
+        with full_precision():
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(previous)
