@@ -406,3 +406,12 @@ def test_verification_runs_in_full_fp32_and_restores_the_users_settings() -> Non
         assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def test_an_export_through_a_symlink_replaces_the_linked_directory(tmp_path) -> None:
+    net = cnn_supernet()
+    real = export_subnet(net, tmp_path / "real", ARCH)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    assert export_subnet(net, link, net.min_arch()) == real
+    assert link.is_symlink() and json.loads((link / "arch.json").read_text())["arch"] == net.min_arch()
