@@ -299,7 +299,7 @@ def load_module(directory: str | os.PathLike[str], *, pickle: bool = False) -> n
     The program is loaded with ``torch.export.load`` after its archive was checked against the
     checksum in ``arch.json`` and screened: an archive holding any pickled payload is refused.
     Like any program, load ``model.pt2`` files from sources you trust; for files of unknown origin,
-    :func:`load_subnet` reads only safetensors.
+    :func:`load_subnet` reads only safetensors. The program runs on the device it was exported on.
 
     Args:
         directory: A directory written by :func:`export_subnet` or :func:`save_module`.
