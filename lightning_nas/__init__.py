@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and IDEs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
     from lightning_nas.compress import compress
-    from lightning_nas.export import load_module, save_module
+    from lightning_nas.export import export_subnet, load_module, load_subnet, save_module
     from lightning_nas.hpo import CostAwarePruner, JointObjective, TrialPruning, joint_search
     from lightning_nas.importance import compute_importance, reorder_by_importance
     from lightning_nas.inputs import call_model
@@ -34,7 +34,9 @@ __version__ = "0.1.0"
 # Every name loads on first use: ``import lightning_nas`` (and the ``lightning-nas`` command's
 # ``--help``) stays instant instead of importing torch and Lightning (seconds).
 _LAZY = {
+    "export_subnet": "lightning_nas.export",
     "load_module": "lightning_nas.export",
+    "load_subnet": "lightning_nas.export",
     "save_module": "lightning_nas.export",
     "compute_importance": "lightning_nas.importance",
     "reorder_by_importance": "lightning_nas.importance",
@@ -107,8 +109,10 @@ __all__ = [
     "count_flops",
     "count_params",
     "distillation_loss",
+    "export_subnet",
     "joint_search",
     "load_module",
+    "load_subnet",
     "measure_latency",
     "one_shot_search",
     "rank_archs",

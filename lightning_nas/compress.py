@@ -519,7 +519,7 @@ def compress(
             random sub-networks are drawn only among those within the budget: the others are
             never exported, so training them would be wasted.
         per_layer: One heads and one FFN width per layer instead of one for all layers (a far
-            larger space; the exports then need ``import lightning_nas`` to reload).
+            larger space; the exports then need ``import lightning_nas.export.hf`` to reload).
         elastic_hidden: Also shrink the hidden size (embeddings, every projection). Off by
             default: on MiniLM it costs more accuracy per parameter than heads and FFN neurons.
         elastic_depth: Also drop layers. Off by default: a model pretrained for mean pooling,

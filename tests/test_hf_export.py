@@ -14,8 +14,15 @@ transformers = pytest.importorskip("transformers")
 
 from lightning_nas import Supernet  # noqa: E402
 from lightning_nas.export import ExportError  # noqa: E402
-from lightning_nas.export.hf import auto_class_for, export_hf, load_hf, save_hf, verify_hf  # noqa: E402
-from tests.test_hf_adapters import ENCODER_KWARGS, TINY, outputs, tiny_inputs, tiny_supernet  # noqa: E402
+from lightning_nas.export.hf import (  # noqa: E402
+    auto_class_for,
+    export_hf,
+    load_hf,
+    random_token_inputs,
+    save_hf,
+    verify_hf,
+)
+from tests.test_hf_adapters import ENCODER_KWARGS, TINY, _Wrapped, outputs, tiny_inputs, tiny_supernet  # noqa: E402
 
 _STOCK_CONFIGS = {
     "bert": "BertConfig",
@@ -170,3 +177,93 @@ def test_export_needs_inputs_to_verify(tmp_path: Path) -> None:
     net.example_input = None
     with pytest.raises(ValueError, match="needs `inputs`"):
         export_hf(net, tmp_path)
+
+
+def test_an_embedding_row_corrupted_after_extraction_fails_the_export(tmp_path, monkeypatch) -> None:
+    """Random token ids cover the whole (tiny) vocabulary, so a damaged row of any token is caught."""
+    net = tiny_supernet("bert")
+    arch = {"layers.0.heads": 2, "layers.1.ffn": 32}
+    extract = Supernet.extract
+
+    def corrupted_extract(self, arch=None):
+        model = extract(self, arch)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[57, 0] += 0.5  # a token absent from the example input
+        return model
+
+    assert 57 not in tiny_inputs()["input_ids"]
+    monkeypatch.setattr(Supernet, "extract", corrupted_extract)
+    with pytest.raises(ExportError, match="on random input"):
+        export_hf(net, tmp_path / "export", arch)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_random_token_inputs_cover_the_vocabulary_with_padding() -> None:
+    net = tiny_supernet("bert")
+    batches = random_token_inputs(net.model, tiny_inputs(), tokens=2048)
+    unpadded = torch.cat([b["input_ids"][b["attention_mask"].bool()] for b in batches])
+    assert set(unpadded.tolist()) == set(range(net.model.config.vocab_size))  # every id where a classifier sees it
+    masks = torch.cat([b["attention_mask"] for b in batches])
+    assert masks[:, 0].all() and not masks.all()  # every sequence has a token; some are padded
+    assert all(set(b) == {"input_ids", "attention_mask"} for b in batches)  # the example's keys only
+
+
+def test_a_supernet_not_built_by_an_hf_adapter_is_refused(tmp_path) -> None:
+    config = transformers.BertConfig(**ENCODER_KWARGS)
+    model = transformers.BertForSequenceClassification(config).eval()
+    net = Supernet(model, example_input=tiny_inputs(), adapter="generic")  # the tracer, chosen explicitly
+    with pytest.raises(
+        ValueError, match="this BertForSequenceClassification supernet was built by the 'generic' adapter"
+    ):
+        export_hf(net, tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []
+    wrapped = Supernet(_Wrapped().eval(), example_input=tiny_inputs())
+    with pytest.raises(ValueError, match="_Wrapped is not one"):
+        export_hf(wrapped, tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_hf_export_is_replaced_only_by_one_that_verified(tmp_path, monkeypatch) -> None:
+    net = tiny_supernet("llama")
+    target = export_hf(net, tmp_path / "export", net.min_arch())
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert json.loads(before["arch.json"])["format"] == "lightning_nas.hf"
+    extract = Supernet.extract
+
+    def corrupted_extract(self, arch=None):
+        model = extract(self, arch)
+        with torch.no_grad():
+            model.model.norm.weight.mul_(2.0)
+        return model
+
+    monkeypatch.setattr(Supernet, "extract", corrupted_extract)
+    with pytest.raises(ExportError, match="differs"):
+        export_hf(net, target, net.max_arch())
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        export_hf(net, target / "config.json" / "x")
+
+
+def test_a_damaged_hf_export_is_named_on_load(tmp_path) -> None:
+    net = tiny_supernet("bert")
+    path = export_hf(net, tmp_path / "export", net.min_arch())
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ExportError, match=r"model.safetensors is truncated or damaged: [\d,]+ bytes, [\d,]+ written"):
+        load_hf(path)
+
+
+def test_printed_load_instructions_run_verbatim_for_both_kinds_of_config(tmp_path: Path) -> None:
+    """What `compress` prints to reload an export runs as printed, stock config or lightning_nas config."""
+    from lightning_nas.adapters._hf_compressed import load_instructions
+
+    net = tiny_supernet("bert", per_layer=True)
+    stock = export_hf(net, tmp_path / "stock", net.max_arch())
+    custom = export_hf(net, tmp_path / "custom", {**net.max_arch(), "layers.0.heads": 1})
+    lines = {path.name: load_instructions(path, "AutoModel") for path in (stock, custom)}
+    assert lines["stock"].startswith("import transformers;") and "lightning_nas" not in lines["stock"].split("#")[0]
+    assert lines["custom"].startswith("import lightning_nas.export.hf, transformers;")
+    for name, line in lines.items():  # verbatim: from_pretrained raises on an unknown model type
+        run = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert run.returncode == 0, f"{name}: {run.stderr[-2000:]}"

@@ -248,12 +248,12 @@ def load_instructions(directory: str | os.PathLike[str], auto_class: str) -> str
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / "config.json").write_text('{"model_type": "lightning_nas_bert"}')
         >>> print(load_instructions(folder, "AutoModel").replace(str(folder), "DIR"))
-        import lightning_nas, transformers; transformers.AutoModel.from_pretrained('DIR')  # lightning_nas config
+        import lightning_nas.export.hf, transformers; transformers.AutoModel.from_pretrained('DIR')  # lightning_nas config
     """
     model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type", "")
     load = f"transformers.{auto_class}.from_pretrained({str(directory)!r})"
     if model_type.startswith(_MODEL_TYPE_PREFIX):
-        return f"import lightning_nas, transformers; {load}  # lightning_nas config"
+        return f"import lightning_nas.export.hf, transformers; {load}  # lightning_nas config"
     return f"import transformers; {load}  # stock config: plain transformers"
 
 

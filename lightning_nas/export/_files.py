@@ -47,7 +47,7 @@ def check_target(directory: str | os.PathLike[str]) -> Path:
         ...
         ValueError: cannot write an export to .../export: ... is a file, not a directory
     """
-    target = Path(directory).expanduser().absolute()
+    target = Path(directory).expanduser().resolve()  # a link is followed: its target is what gets replaced
     ancestor = target if os.path.lexists(target) else target.parent
     while not os.path.lexists(ancestor):
         ancestor = ancestor.parent

@@ -9,8 +9,8 @@ extraction, writing or reloading shows up as a difference.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 import torch
@@ -112,9 +112,34 @@ def probes_for(
     return probes
 
 
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """Plain fp32 matmuls and convolutions (no TF32) inside the block, where the settings allow it.
+
+    Under TF32 a sliced and a dense convolution may round differently by about 1e-3, which would
+    hide small faults below the tolerance or fail a correct export; verification needs neither.
+    """
+    with ExitStack() as stack:
+        try:
+            matmul = torch.get_float32_matmul_precision()
+            stack.enter_context(
+                torch.backends.cudnn.flags(
+                    enabled=torch.backends.cudnn.enabled,
+                    benchmark=torch.backends.cudnn.benchmark,
+                    deterministic=torch.backends.cudnn.deterministic,
+                    allow_tf32=False,
+                )
+            )
+            torch.set_float32_matmul_precision("highest")
+            stack.callback(torch.set_float32_matmul_precision, matmul)
+        except RuntimeError:  # precision flags set through torch's newer API: leave them as the user chose
+            pass
+        yield
+
+
 def reference_outputs(supernet: Any, arch: Mapping[str, int], probes: Sequence[Probe]) -> list[Any]:
-    """The outputs of ``arch`` inside the supernet (eval mode, no grad) on every probe."""
-    with supernet.use(arch), eval_mode(supernet.model), torch.no_grad():
+    """The outputs of ``arch`` inside the supernet (eval mode, no grad, full fp32) on every probe."""
+    with supernet.use(arch), eval_mode(supernet.model), torch.no_grad(), full_precision():
         return [_call(supernet.model, probe, "the supernet's sub-network", ValueError) for probe in probes]
 
 
@@ -123,7 +148,8 @@ def check_outputs(
 ) -> float:
     """Run ``model`` (reloaded from disk) on every probe and compare with ``expected``; the worst difference."""
     worst = 0.0
-    with eval_mode(model) if isinstance(model, nn.Module) and _can_eval(model) else nullcontext(), torch.no_grad():
+    evaluating = eval_mode(model) if isinstance(model, nn.Module) and _can_eval(model) else nullcontext()
+    with evaluating, torch.no_grad(), full_precision():
         for probe, reference in zip(probes, expected):
             actual = _call(model, probe, f"the reloaded {what}", CallFailed)
             worst = max(worst, verify_outputs(reference, actual, atol, f"{what} on {probe.name}", rtol=rtol))

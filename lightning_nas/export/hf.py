@@ -17,7 +17,7 @@ reloads with ``AutoModelFor<Task>.from_pretrained(directory)``. Which config it 
   and the per-layer differences in transformers' own ``per_layer_config`` field. Its config and
   model classes (``LightningNas<StockClass>``, subclasses of the stock classes) are registered with
   ``AutoConfig`` and the ``AutoModel*`` classes when ``lightning_nas`` is imported, so
-  ``import lightning_nas`` is all a reload needs.
+  ``import lightning_nas.export.hf`` is all a reload needs (the package itself imports lazily).
 
 The adapter's ``finalize`` already gave the extracted model this config, so
 ``model.save_pretrained`` alone writes a loadable directory; :func:`save_hf` adds the tokenizer,
@@ -53,7 +53,15 @@ from torch import Tensor, nn
 
 from lightning_nas.adapters._hf_common import HFTransformerAdapter
 from lightning_nas.adapters._hf_compressed import AUTO_CLASSES
-from lightning_nas.export._files import ExportError, atomic_directory, check_target, write_manifest
+from lightning_nas.export._files import (
+    MANIFEST,
+    ExportError,
+    atomic_directory,
+    check_file,
+    check_target,
+    read_manifest,
+    write_manifest,
+)
 from lightning_nas.export._verify import check_outputs, probes_for, reference_outputs, verify_outputs
 from lightning_nas.inputs import call_model, call_with_example, eval_mode
 from lightning_nas.supernet import Supernet
@@ -153,7 +161,8 @@ def export_hf(
             "Use lightning_nas.export.export_subnet instead"
         )
     _require_pretrained(supernet.model, "export_hf")
-    arch = supernet.arch if arch is None else dict(arch)
+    with supernet.use(supernet.arch if arch is None else arch):  # also the dimensions ``arch`` leaves at full size
+        arch = supernet.arch
     target = check_target(directory)
     inputs = list(inputs)
     example = supernet.example_input
@@ -178,9 +187,11 @@ def random_token_inputs(
     """Random inputs shaped like ``example`` that reach every token embedding (when the vocabulary fits).
 
     The ids are a random permutation of the vocabulary (repeated or cut to fill whole sequences
-    of the example's length, at most ``tokens`` in all), in batches of ``batch`` sequences; each
-    sequence keeps a random prefix of at least one token in ``attention_mask`` (right padding),
-    and ``token_type_ids`` are random over the model's token types. Other entries are kept.
+    of the example's length, at most ``tokens`` in all), in batches of ``batch`` unpadded
+    sequences, so every id reaches the outputs (a pooled classifier reads no padded position);
+    one more batch of random ids has right padding of random lengths in ``attention_mask`` (at
+    least one token kept). ``token_type_ids`` are random over the model's token types; other
+    entries of ``example`` are kept.
 
     Example:
         >>> from transformers import BertConfig, BertModel
@@ -189,8 +200,10 @@ def random_token_inputs(
         >>> example = {"input_ids": torch.ones(1, 6, dtype=torch.long), "attention_mask": torch.ones(1, 6)}
         >>> batches = random_token_inputs(bert, example)
         >>> [tuple(b["input_ids"].shape) for b in batches]
-        [(8, 6), (1, 6)]
-        >>> sorted(set(torch.cat([b["input_ids"].flatten() for b in batches]).tolist())) == list(range(50))
+        [(8, 6), (1, 6), (8, 6)]
+        >>> sorted(set(torch.cat([b["input_ids"][:2].flatten() for b in batches[:2]]).tolist())) == list(range(50))
+        False
+        >>> sorted(set(torch.cat([b["input_ids"].flatten() for b in batches[:2]]).tolist())) == list(range(50))
         True
     """
     ids = example.get("input_ids") if isinstance(example, Mapping) else example
@@ -200,14 +213,16 @@ def random_token_inputs(
     generator = torch.Generator().manual_seed(seed)
     sequences = max(1, math.ceil(min(vocab, tokens) / length))
     order = torch.randperm(vocab, generator=generator).repeat(math.ceil(sequences * length / vocab))
-    all_ids = order[: sequences * length].view(sequences, length)
+    chunks = list(order[: sequences * length].view(sequences, length).split(batch))
+    chunks.append(torch.randint(0, vocab, (min(batch, sequences), length), generator=generator))
     type_vocab = getattr(model.config, "type_vocab_size", 1) or 1
     out = []
-    for chunk in all_ids.split(batch):
+    for i, chunk in enumerate(chunks):
         n = chunk.shape[0]
         lengths = torch.randint(1, length + 1, (n,), generator=generator)
         lengths[0] = length
-        mask = (torch.arange(length) < lengths[:, None]).to(torch.long)
+        padded = i == len(chunks) - 1
+        mask = (torch.arange(length) < lengths[:, None]) if padded else torch.ones(n, length, dtype=torch.bool)
         if not isinstance(example, Mapping):
             out.append(chunk.to(ids.device))
             continue
@@ -281,10 +296,16 @@ def auto_class_for(config: Any) -> type:
 def load_hf(directory: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     """Reload an exported directory through the Auto class of its saved architecture, in eval mode.
 
-    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``).
+    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``). When the directory has the ``arch.json``
+    of :func:`save_hf` / :func:`export_hf`, every file is first checked against its size and
+    SHA-256, so a truncated or damaged file is named in a one-line :class:`ExportError`.
     """
     from transformers import AutoConfig
 
+    if (Path(directory) / MANIFEST).exists():
+        manifest = read_manifest(directory)
+        for name in manifest["files"]:
+            check_file(directory, name, manifest)
     config = AutoConfig.from_pretrained(directory)
     return auto_class_for(config).from_pretrained(directory, **kwargs).eval()
 

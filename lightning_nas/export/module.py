@@ -120,7 +120,8 @@ def export_subnet(
             raised before any work.
         ExportError: The reloaded files do not reproduce the sub-network; nothing was moved into place.
     """
-    arch = supernet.arch if arch is None else dict(arch)
+    with supernet.use(supernet.arch if arch is None else arch):  # also the dimensions ``arch`` leaves at full size
+        arch = supernet.arch
     target = check_target(directory)
     if supernet.example_input is None:
         raise ValueError("export_subnet needs a supernet with an `example_input` (to trace and verify the export)")
@@ -298,7 +299,7 @@ def load_module(directory: str | os.PathLike[str], *, pickle: bool = False) -> n
     The program is loaded with ``torch.export.load`` after its archive was checked against the
     checksum in ``arch.json`` and screened: an archive holding any pickled payload is refused.
     Like any program, load ``model.pt2`` files from sources you trust; for files of unknown origin,
-    :func:`load_subnet` reads only safetensors.
+    :func:`load_subnet` reads only safetensors. The program runs on the device it was exported on.
 
     Args:
         directory: A directory written by :func:`export_subnet` or :func:`save_module`.
