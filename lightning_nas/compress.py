@@ -399,6 +399,26 @@ class CompressionReport:
         return format_table(header, body)
 
 
+def _check_architecture(model_dir: Path, auto_class: str) -> None:
+    """Refuse a model no Hugging Face adapter handles, from its config alone, before anything is read or written.
+
+    The model is built on the meta device (no memory, no weights), which is all the adapters'
+    structural checks need.
+    """
+    import torch
+    import transformers
+
+    from lightning_nas.adapters import find_adapter
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{model_dir / 'config.json'}: {str(err).splitlines()[0]}") from err
+    with torch.device("meta"):
+        model = getattr(transformers, auto_class).from_config(config)
+    find_adapter(model)  # raises, naming the class and why no adapter handles it
+
+
 def _load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -554,6 +574,7 @@ def compress(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    _check_architecture(model_dir, TASKS[task].auto_class)
     out = Path(out_dir).resolve()
     jobs.check_out_dir(out)
     settings = CompressSettings(
