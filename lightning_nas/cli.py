@@ -129,6 +129,7 @@ def _compress(args: argparse.Namespace) -> int:
     print("\n" + report.table())
     print(f"\nExported to {report.export_path}; load it with:\n  {load_instructions(report.export_path, auto_class)}")
     print(f"Report: {report.report_path}")
+    print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
     print(_dashboard_hint(report.study_storage))
     return 0
 

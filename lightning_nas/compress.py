@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -388,6 +389,7 @@ class CompressionReport:
     study_storage: str
     columns: tuple[tuple[str, str, str], ...] = field(default=(("test_acc", "test accuracy", "{:.4f}"),))
     report_path: Path | None = None
+    checkpoint_dir: Path | None = None
 
     def table(self) -> str:
         """The rows as a text table, one column per figure, headers saying what is counted."""
@@ -419,16 +421,30 @@ def _check_architecture(model_dir: Path, auto_class: str) -> None:
     find_adapter(model)  # raises, naming the class and why no adapter handles it
 
 
+#: Files that hold a tokenizer's vocabulary, one of which a model directory must have.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
 def _load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
+    # transformers builds an empty-vocabulary tokenizer for a bare config, so look for the files.
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
+        raise ValueError(
+            f"{model_dir}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, ...); "
+            f"save them next to the model with tokenizer.save_pretrained({str(model_dir)!r})"
+        )
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(
-            f"{model_dir}: no usable tokenizer files (tokenizer.json, vocab.txt, ...); "
-            f"save them with tokenizer.save_pretrained({str(model_dir)!r}) ({str(err).splitlines()[0]})"
-        ) from err
+        raise ValueError(f"{model_dir}: the tokenizer files do not load ({str(err).splitlines()[0]})") from err
 
 
 def _check_resume(out: Path, fingerprint: dict[str, Any]) -> Path | None:
@@ -663,6 +679,7 @@ def _run(
 ) -> CompressionReport:
     """The job after the checks: fine-tune as a supernet, search, export, measure, report."""
     import lightning as L
+    import optuna
 
     import lightning_nas._jobs as jobs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
@@ -752,8 +769,16 @@ def _run(
         f"{epochs} epoch(s) x {steps_per_epoch} steps, strategy {strategy}; checkpoints in {out / _CHECKPOINTS}"
         + (f"; resuming from {resume_from}" if resume_from else ""),
     )
-    with quiet_lightning():
-        trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    optuna_level = optuna.logging.get_verbosity()
+    if not on_terminal:  # no progress bar to show the search: one line per trial instead
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with quiet_lightning(), warnings.catch_warnings():
+            # Resuming writes into the checkpoint folder of the same run, on purpose.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
     if search.best_model is None:
         raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
 
@@ -780,4 +805,4 @@ def _run(
         )
     report_path = out / "report.json"
     report_path.write_text(json.dumps(rows, indent=2))
-    return CompressionReport(rows, search.export_path, storage, job.columns, report_path)
+    return CompressionReport(rows, search.export_path, storage, job.columns, report_path, out / _CHECKPOINTS)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
@@ -29,6 +33,133 @@ def tiny_bert_dir(tmp_path):
     transformers.BertForSequenceClassification(config).save_pretrained(path)
     transformers.AutoTokenizer.from_pretrained(minilm_model_dir()).save_pretrained(path)
     return path
+
+
+def _reviews(n: int = 48) -> list[dict]:
+    words = {"pos": "a good fine great film", "neg": "a bad dull awful film"}
+    return [{"review": f"{words[s]} {i}", "sentiment": s} for i in range(n // 2) for s in ("pos", "neg")]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(rows).to_pandas().to_csv(path, index=False)
+    return path
+
+
+_FAST = ["--epochs", "1", "--trials", "2", "--max-length", "16", "--batch-size", "16", "--importance-batches", "1"]
+
+
+def test_compress_cli_on_the_users_csv_with_string_labels(tiny_bert_dir, tmp_path, capsys) -> None:
+    train = _write_csv(tmp_path / "reviews.csv", _reviews())
+    out = tmp_path / "out"
+    argv = ["compress", str(tiny_bert_dir), "--train", str(train), "--text-column", "review"]
+    assert main([*argv, "--label-column", "sentiment", "--out", str(out), *_FAST]) == 0
+    printed = capsys.readouterr().out
+    for phase in (
+        "data:",
+        "loading model:",
+        "importance sorting:",
+        "fine-tuning:",
+        "search:",
+        "export + verification:",
+    ):
+        assert phase in printed, phase
+    assert "carved out of" in printed and "neg -> 0, pos -> 1" in printed
+    assert re.search(r"step (\d+)/\1 \(epoch 1/1\), train_loss", printed)  # progress without a terminal
+    assert f"Report: {out / 'report.json'}" in printed and "dashboard " + str(out / "nas.db") in printed
+    config = json.loads((out / "best_model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(out / "best_model")
+    assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+    rows = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in rows] == ["fine-tuned original", "compressed"] and 0 <= rows[1]["test_acc"] <= 1
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_compress_text_pairs_from_a_saved_dataset_and_parquet_test(tiny_bert_dir, tmp_path, monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from lightning_nas.apps import TextDataModule
+
+    rows = [{"premise": f"p {i}", "hypothesis": f"h {i % 3}", "label": ["yes", "no"][i % 2]} for i in range(40)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "train"))
+    datasets.Dataset.from_list(rows[:10]).to_parquet(str(tmp_path / "test.parquet"))
+    seen = []
+    original = TextDataModule.rows
+
+    def spy(self, split):
+        seen.append(original(self, split))
+        return seen[-1]
+
+    monkeypatch.setattr(TextDataModule, "rows", spy)
+    report = compress(
+        tiny_bert_dir,
+        tmp_path / "out",
+        train=tmp_path / "train",
+        test=tmp_path / "test.parquet",
+        n_trials=2,
+        max_length=16,
+        batch_size=16,
+        importance_batches=1,
+    )
+    assert report.rows[1]["encoder_params"] <= 0.5 * report.rows[0]["encoder_params"]
+    assert all(1 in row["token_type_ids"] for row in seen[0])  # tokenised as pairs: segment B present
+    assert transformers.AutoConfig.from_pretrained(report.export_path).label2id == {"no": 0, "yes": 1}
+
+
+def test_compress_takes_a_lightning_datamodule(tiny_bert_dir, tmp_path) -> None:
+    from lightning_nas.apps import TextDataModule
+    from lightning_nas.datasets import TextExamples
+
+    rows = _reviews(40)
+    split = TextExamples([r["review"] for r in rows], [int(r["sentiment"] == "pos") for r in rows])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_bert_dir)
+    datamodule = TextDataModule(tokenizer, split, split, split, max_length=16, batch_size=16)
+    with pytest.raises(ValueError, match="needs label_names"):
+        compress(tiny_bert_dir, tmp_path / "refused", train=datamodule)
+    assert not (tmp_path / "refused").exists()
+    report = compress(
+        tiny_bert_dir, tmp_path / "out", train=datamodule, label_names=["neg", "pos"], n_trials=2, importance_batches=1
+    )
+    assert transformers.AutoConfig.from_pretrained(report.export_path).id2label == {0: "neg", 1: "pos"}
+    assert report.rows[1]["encoder_params"] <= 0.5 * report.rows[0]["encoder_params"]
+
+
+def test_compress_resumes_fine_tuning_from_its_checkpoint(tiny_bert_dir, tmp_path, monkeypatch, capsys) -> None:
+    from lightning_nas.apps import TextClassifier
+
+    train = _write_csv(tmp_path / "reviews.csv", _reviews(64))  # 52 train rows: 4 steps of 16
+    seen = []
+    original = TextClassifier.training_step
+
+    def killed_at_third_step(self, batch, batch_idx):
+        seen.append(batch["input_ids"].tolist())
+        if len(seen) == 3:
+            raise RuntimeError("simulated kill")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(TextClassifier, "training_step", killed_at_third_step)
+    kwargs = dict(train=train, text_column="review", label_column="sentiment", n_trials=2, max_length=16)
+    kwargs.update(batch_size=16, importance_batches=1, checkpoint_every=1)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        compress(tiny_bert_dir, out, **kwargs)
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert not (out / "nas.db").exists() and not list((out / "checkpoints").glob("*.partial"))
+    killed_batch = seen[2]
+    capsys.readouterr()
+    seen.clear()
+    monkeypatch.setattr(
+        TextClassifier, "training_step", lambda self, b, i: seen.append(b["input_ids"].tolist()) or original(self, b, i)
+    )
+    report = compress(tiny_bert_dir, out, **kwargs)
+    printed = capsys.readouterr().out
+    assert len(seen) == 2  # the two steps left of four, not four again
+    assert seen[0] == killed_batch  # the epoch's order goes on where it stopped
+    assert "resumed at step 2 of 4" in printed and "importance sorting: skipped" in printed
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert report.export_path.is_dir()
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(lr: 0.0001 there, 0.001 now\)"):
+        compress(tiny_bert_dir, out, **{**kwargs, "lr": 1e-3})
 
 
 @pytest.mark.parametrize(
@@ -69,6 +200,82 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
     else:  # one heads and one FFN width for all layers: a stock BertConfig describes every export
         assert searched == {"heads", "ffn"}
     assert "compressed" in report.table()
+
+
+_BAD_INPUT = [
+    # (case, extra arguments, expected one-line message)
+    (
+        "missing-column",
+        ["--label-column", "stars"],
+        r"reviews.csv: no column 'stars' \(--label-column\); columns: review",
+    ),
+    ("one-class", ["--train", "{one_class}"], r"one.csv: column 'sentiment' has one class only"),
+    ("empty-file", ["--train", "{empty}"], r"empty.csv: the file is empty"),
+    ("unreadable", ["--train", "{broken}"], r"broken.parquet: cannot read it as PARQUET"),
+    ("unknown-format", ["--train", "{xlsx}"], r"data.xlsx: unknown format '.xlsx'"),
+    ("unseen-labels", ["--test", "{unseen}"], r"unseen.csv: column 'sentiment' has labels the training data lacks"),
+    ("max-length-0", ["--max-length", "0"], r"argument --max-length: must be > 0, got 0"),
+    ("max-train-0", ["--max-train", "0"], r"argument --max-train: must be > 0, got 0"),
+    ("epochs-0", ["--epochs", "0"], r"argument --epochs: must be > 0, got 0"),
+    ("epochs-negative", ["--epochs", "-1"], r"argument --epochs: must be > 0, got -1"),
+    (
+        "no-tokenizer",
+        ["--model", "{no_tokenizer}"],
+        r"no-tokenizer: no tokenizer files \(tokenizer.json, vocab.txt, ...\)",
+    ),
+    ("no-config", ["--model", "{empty_dir}"], r"not a Hugging Face model directory \(no config.json\)"),
+    ("out-under-a-file", ["--out", "{file}/out"], r"output directory .* is under .*a-file, which is a file"),
+    ("unknown-task", ["--task", "translation"], r"argument --task: invalid choice: 'translation'"),
+]
+
+
+@pytest.mark.parametrize(("case", "extra", "message"), _BAD_INPUT, ids=[c[0] for c in _BAD_INPUT])
+def test_compress_bad_input_is_one_line_before_any_work(tiny_bert_dir, tmp_path, capsys, case, extra, message) -> None:
+    files = {
+        "one_class": _write_csv(tmp_path / "one.csv", [r for r in _reviews() if r["sentiment"] == "pos"]),
+        "empty": tmp_path / "empty.csv",
+        "broken": tmp_path / "broken.parquet",
+        "xlsx": tmp_path / "data.xlsx",
+        "unseen": _write_csv(tmp_path / "unseen.csv", [{"review": "so so", "sentiment": "meh"}]),
+        "no_tokenizer": tmp_path / "no-tokenizer",
+        "empty_dir": tmp_path / "empty-dir",
+        "file": tmp_path / "a-file",
+    }
+    files["empty"].write_text("")
+    files["broken"].write_bytes(b"not parquet")
+    files["xlsx"].write_bytes(b"PK\x03\x04")
+    files["empty_dir"].mkdir()
+    files["file"].write_text("a regular file")
+    transformers.BertConfig(vocab_size=100, hidden_size=8, num_attention_heads=2).save_pretrained(files["no_tokenizer"])
+    extra = [e.format(**files) for e in extra]
+    model = str(tiny_bert_dir)
+    if extra[0] == "--model":
+        model, extra = extra[1], extra[2:]
+    out = tmp_path / "out"
+    if case == "out-under-a-file":
+        out, extra = Path(extra[1]), []
+    train = str(_write_csv(tmp_path / "reviews.csv", _reviews()))
+    argv = ["compress", model, "--train", train, "--text-column", "review", "--label-column", "sentiment"]
+    argv += ["--out", str(out), *_FAST, *extra]
+    loaded = []
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(
+        transformers.AutoModelForSequenceClassification, "from_pretrained", lambda *a, **k: loaded.append(a)
+    )
+    try:
+        try:
+            status = main(argv)
+        except SystemExit as exit_:  # argparse's own errors
+            status = exit_.code
+    finally:
+        monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len([line for line in err if "error" in line]) == 1 and "Traceback" not in "\n".join(err)
+    assert re.search(message, err[-1]), err[-1]
+    assert err[-1].startswith("lightning-nas")
+    assert not loaded, "a model was loaded before the error"
+    assert not out.exists(), "the output directory was created"
 
 
 def test_compress_rejects_bad_input(tmp_path) -> None:

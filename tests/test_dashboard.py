@@ -61,9 +61,14 @@ def test_dashboard_serves_a_search_study(tmp_path) -> None:
         server.wait(timeout=30)
 
 
-def test_storage_paths_resolve_and_missing_ones_are_named(tmp_path) -> None:
+def test_storage_paths_resolve_and_missing_ones_are_named(tmp_path, capsys) -> None:
     optuna.create_study(storage=f"sqlite:///{tmp_path / 'nas.db'}")
     assert resolve_storage(str(tmp_path)) == f"sqlite:///{(tmp_path / 'nas.db').resolve()}"
     assert resolve_storage("postgresql://db/x") == "postgresql://db/x"
     with pytest.raises(FileNotFoundError, match="no study storage"):
-        main(["dashboard", str(tmp_path / "missing.db")])
+        resolve_storage(str(tmp_path / "missing.db"))
+    # The command says the same in one line, without a traceback, and exits with 2.
+    assert main(["dashboard", str(tmp_path / "missing.db")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lightning-nas: error: no study storage at") and "missing.db" in error
+    assert "Traceback" not in error

@@ -8,10 +8,10 @@ import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
-from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import TrialState
 from scipy.stats import kendalltau
 
+from lightning_nas._optuna import non_domination_rank
 from lightning_nas.samplers import NoFeasibleArchitectureError, PredictorSampler, RandomForestPredictor
 from lightning_nas.samplers._predictor_sampler import _best_multi_objective
 
@@ -123,7 +123,7 @@ def test_multi_objective_with_an_exactly_known_cost() -> None:
         return accuracy(arch), cost(arch)
 
     values = np.array([[-accuracy(a), cost(a)] for a in ALL_ARCHS])
-    true_front = {i for i in np.flatnonzero(_is_pareto_front(values, False))}
+    true_front = {i for i in np.flatnonzero(non_domination_rank(values) == 0)}
 
     def front_found(sampler: optuna.samplers.BaseSampler) -> int:
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 from lightning_nas.apps.digits import DigitsClassifier, DigitsCNN, DigitsDataModule
-from lightning_nas.apps.text_classification import TextClassifier, TextDataModule, evaluate_accuracy
+from lightning_nas.apps.text_classification import ResumableLoader, TextClassifier, TextDataModule, evaluate_accuracy
 
 __all__ = [
     "DigitsCNN",
     "DigitsClassifier",
     "DigitsDataModule",
+    "ResumableLoader",
     "TextClassifier",
     "TextDataModule",
     "evaluate_accuracy",

@@ -19,7 +19,57 @@ from torch.utils.data import DataLoader
 
 from lightning_nas.datasets import TextExamples
 
-__all__ = ["TextClassifier", "TextDataModule", "evaluate_accuracy"]
+__all__ = ["ResumableLoader", "TextClassifier", "TextDataModule", "evaluate_accuracy"]
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` that Lightning resumes mid-epoch: same shuffled order, minus the batches already seen.
+
+    Lightning saves :meth:`state_dict` in its checkpoints (any loader with ``state_dict`` /
+    ``load_state_dict``): the shuffle generator's state at the start of the epoch and the
+    number of batches yielded since. Without it a resumed epoch would start its order again,
+    training some batches twice and others never.
+
+    Example:
+        >>> loader = ResumableLoader(list(range(6)), batch_size=2, shuffle=True,
+        ...                          generator=torch.Generator().manual_seed(0))
+        >>> order = iter(loader)
+        >>> first = next(order)
+        >>> again = ResumableLoader(list(range(6)), batch_size=2, shuffle=True, generator=torch.Generator())
+        >>> again.load_state_dict(loader.state_dict())
+        >>> [b.tolist() for b in again] == [b.tolist() for b in order]
+        True
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch_start: Tensor | None = None
+        self._yielded = 0
+        self._resume: dict[str, Any] | None = None
+
+    def __iter__(self) -> Any:
+        skip = 0
+        if self._resume is not None:
+            if self.generator is not None and self._resume["generator"] is not None:
+                self.generator.set_state(self._resume["generator"])
+            skip, self._resume = self._resume["yielded"], None
+        self._epoch_start = self.generator.get_state() if self.generator is not None else None
+        self._yielded = skip
+        batches = super().__iter__()
+        for _ in range(skip):
+            next(batches)
+        for batch in batches:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._yielded >= len(self):  # the epoch is over: the next one starts from the current state
+            current = self.generator.get_state() if self.generator is not None else None
+            return {"generator": current, "yielded": 0}
+        return {"generator": self._epoch_start, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
 
 
 class TextClassifier(L.LightningModule):
@@ -143,6 +193,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._train_state: dict[str, Any] | None = None
 
     def rows(self, split: str) -> list[dict[str, Any]]:
         """The tokenised examples of ``split`` (``"train"``, ``"val"``, ``"test"``), tokenised once."""
@@ -156,10 +207,10 @@ class TextDataModule(L.LightningDataModule):
             ]
         return self._rows[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> ResumableLoader:
         from transformers import DataCollatorWithPadding
 
-        return DataLoader(
+        return ResumableLoader(
             self.rows(split),
             batch_size=self.batch_size if shuffle else 2 * self.batch_size,
             shuffle=shuffle,
@@ -168,7 +219,21 @@ class TextDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if self._train_state is not None:
+            loader.load_state_dict(self._train_state)
+            self._train_state = None
+        return loader
+
+    # Lightning restores a datamodule before it builds the loaders, but a loader's own state only
+    # when the loaders are built after the restore (not so when configure_optimizers reads
+    # trainer.estimated_stepping_batches): so the training order travels with the datamodule.
+    def state_dict(self) -> dict[str, Any]:
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        return {"train_loader": loader.state_dict()} if isinstance(loader, ResumableLoader) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -33,6 +33,12 @@ class SupernetCallback(L.Callback):
     single optimizer step of automatic optimization sees the sum of all gradients. The students'
     backward passes also call the ``on_before_backward`` / ``on_after_backward`` hooks.
 
+    Under DDP (``strategy="ddp"`` or ``"ddp_spawn"``) every rank draws the same architectures (one
+    seeded sampler, saved in checkpoints), and the summed gradients of teacher and students are
+    averaged over the ranks in one all-reduce before each optimizer step (DDP's own
+    synchronisation would miss the students). FSDP, FSDP2, DeepSpeed, ``sync_batchnorm=True``
+    and manual optimization under DDP are refused before training.
+
     Args:
         strategy: ``"sandwich"`` (default), ``"instatune"``, ``"spos"`` or a
             :class:`~lightning_nas.strategies.TrainingStrategy`.

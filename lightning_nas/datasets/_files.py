@@ -85,13 +85,13 @@ def _name(source: Any, role: str) -> str:
 
 @contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
-    """No "Generating train split" bars and info lines while a file is read (restored afterwards)."""
+    """No "Generating train split" bars or log lines while a file is read (restored afterwards)."""
     import datasets
 
     bars_were_on = not datasets.utils.logging.is_progress_bar_enabled()
     level = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its read errors become our one-line error
     try:
         yield
     finally:
@@ -157,7 +157,10 @@ def read_table(path: str | os.PathLike[str]) -> datasets.Dataset | datasets.Data
         with _quiet_datasets():
             table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as err:  # noqa: BLE001 - any failure of the reader is a bad file
-        raise ValueError(f"{path}: cannot read it as {suffix[1:].upper()} ({_root_message(err)})") from err
+        reason = _root_message(err)
+        if "corresponds to no data" in reason:  # how datasets reports a file of headers only
+            raise ValueError(f"{path}: no rows") from err
+        raise ValueError(f"{path}: cannot read it as {suffix[1:].upper()} ({reason})") from err
     return table
 
 

@@ -93,7 +93,10 @@ class ElasticModule(nn.Module):
             dense.__dict__[registry] = dict(self.__dict__[registry])
         for name in self._elastic_attrs:
             dense.__dict__.pop(name, None)
-        for name, value in self.active_tensors().items():
+        active = self.active_tensors()
+        # Tensors that do not shrink (a batch norm's ``num_batches_tracked``) are copied as well.
+        whole = {n: t for n, t in [*self._parameters.items(), *self._buffers.items()] if t is not None}
+        for name, value in {**whole, **active}.items():
             data = value.detach().clone().contiguous()
             # The registries, not getattr: an elastic class may expose a sliced view under the name.
             original = self._parameters.get(name, self._buffers.get(name))

@@ -16,6 +16,7 @@ from lightning_nas.proxies._base import (
     LossFn,
     Target,
     _device,
+    _experimental_proxy,
     _materialize,
     _output_sum,
     _scoring,
@@ -62,6 +63,7 @@ class _ActivationCodes(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@_experimental_proxy("+0.63")
 def naswot(
     target: Target,
     batches: Iterable[Any],
@@ -100,6 +102,7 @@ def naswot(
     return sum(scores) / len(scores)
 
 
+@_experimental_proxy("+0.31")
 def jacob_cov(
     target: Target,
     batches: Iterable[Any],

@@ -8,6 +8,7 @@ feasible when every value is ``<= 0``, as in Optuna.
 
 from __future__ import annotations
 
+from lightning_nas.samplers._assessor import SemiSupervisedAssessor
 from lightning_nas.samplers._constrained import ConstrainedSampler
 from lightning_nas.samplers._constraint import ConstraintFunc, NoFeasibleArchitectureError, is_rejection
 from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
@@ -21,6 +22,7 @@ __all__ = [
     "Predictor",
     "PredictorSampler",
     "RandomForestPredictor",
+    "SemiSupervisedAssessor",
     "TabNASSampler",
     "is_rejection",
 ]

@@ -1,28 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.samplers import BaseSampler
-from optuna.samplers._lazy_random_state import LazyRandomState
 
-from lightning_nas.samplers._constraint import (
-    _N_REJECTED_KEY,
-    ConstraintFunc,
-    _Constraint,
-    _record_constraint_values,
-    _record_rejection,
-    _violation,
-)
-from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace, _as_distributions
+from lightning_nas.samplers._base import _ArchSampler
+from lightning_nas.samplers._constraint import ConstraintFunc, _Closest, _record_rejection
+from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
-    from optuna.trial import FrozenTrial, TrialState
+    from optuna.trial import FrozenTrial
 
 
-class ConstrainedSampler(BaseSampler):
+class ConstrainedSampler(_ArchSampler):
     """Wrap any sampler so that it only ever returns architectures that satisfy a constraint.
 
     The constraint is checked *before* the objective runs, by rejection: the base sampler
@@ -121,21 +113,16 @@ class ConstrainedSampler(BaseSampler):
     ) -> None:
         if not isinstance(base_sampler, BaseSampler):
             raise TypeError(f"base_sampler must be an optuna BaseSampler, got {type(base_sampler).__name__}.")
-        if max_tries < 1 or patience < 1:
-            raise ValueError(f"max_tries and patience must be >= 1, got max_tries={max_tries}, patience={patience}.")
-        self._base_sampler = base_sampler
-        self._constraint = _Constraint(constraint)
-        self._search_space = _as_distributions(search_space)
-        self._max_tries = max_tries
+        if not callable(constraint):
+            raise TypeError(f"constraint must be callable, got {type(constraint).__name__}.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"ConstrainedSampler: patience must be an int >= 1, got {patience!r}.")
+        super().__init__(search_space, constraint, max_tries=max_tries, seed=seed, fallback=base_sampler)
         self._patience = patience
-        self._rng = LazyRandomState(seed)
-
-    def reseed_rng(self) -> None:
-        self._base_sampler.reseed_rng()
-        self._rng.rng.seed()
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        search_space = self._base_sampler.infer_relative_search_space(study, trial)
+        assert self._search_space is not None
+        search_space = self._fallback.infer_relative_search_space(study, trial)
         search_space.update(self._search_space)
         return search_space
 
@@ -144,10 +131,11 @@ class ConstrainedSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
+        assert self._constraint is not None
         space = _ArchSpace(search_space)
         rejected: set[tuple[Any, ...]] = set()
         from_base = True
-        closest: tuple[float, ...] | None = None
+        closest = _Closest()
         for n_rejected in range(self._max_tries):
             if from_base:
                 params = self._propose(study, trial, search_space)
@@ -155,11 +143,9 @@ class ConstrainedSampler(BaseSampler):
                 params = space.sample(self._rng.rng, 1)[0]
             values = self._constraint(params)
             if self._constraint.is_feasible(values):
-                _record_constraint_values(study, trial, values)
-                study._storage.set_trial_system_attr(trial._trial_id, _N_REJECTED_KEY, n_rejected)
+                self._accept(study, trial, params, n_rejected)
                 return params
-            if closest is None or _violation(values) < _violation(closest):
-                closest = values
+            closest.note(values)
             if from_base:
                 key = space.key(params)
                 if key in rejected:
@@ -169,49 +155,18 @@ class ConstrainedSampler(BaseSampler):
                 rejected.add(key)
                 _record_rejection(study, params, search_space, values, type(self).__name__)
                 from_base = len(rejected) < self._patience
-        raise self._constraint.infeasible_error(self._max_tries, closest)
+        raise self._constraint.infeasible_error(self._max_tries, closest.values)
 
     def _propose(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        base_space = self._base_sampler.infer_relative_search_space(study, trial)
+        base_space = self._fallback.infer_relative_search_space(study, trial)
         relative_space = {
             name: distribution for name, distribution in base_space.items() if search_space.get(name) == distribution
         }
         params: dict[str, Any] = {}
         if relative_space:
-            proposed = self._base_sampler.sample_relative(study, trial, relative_space)
+            proposed = self._fallback.sample_relative(study, trial, relative_space)
             params = {name: proposed[name] for name in relative_space if name in proposed}
         for name, distribution in search_space.items():
             if name not in params:
-                params[name] = self._base_sampler.sample_independent(study, trial, name, distribution)
+                params[name] = self._fallback.sample_independent(study, trial, name, distribution)
         return params
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        declared = self._search_space.get(param_name)
-        if declared is not None:
-            # Optuna only falls back to independent sampling for a declared dimension when the
-            # objective's distribution disagrees with it; sampling it alone could break the
-            # constraint, so refuse loudly.
-            raise ValueError(
-                f"ConstrainedSampler: the objective suggested {param_name!r} with "
-                f"{param_distribution}, but the constrained search space declares {declared}. "
-                "Suggest every architecture dimension with its declared distribution."
-            )
-        return self._base_sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._base_sampler.before_trial(study, trial)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self._base_sampler.after_trial(study, trial, state, values)

@@ -8,6 +8,8 @@ import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
+from lightning_nas._optuna import invalidate_trial_cache
+
 if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
@@ -112,12 +114,19 @@ class _Constraint:
         )
 
 
+class _Closest:
+    """The least violating constraint values seen, for the error message when nothing is feasible."""
+
+    def __init__(self) -> None:
+        self.values: tuple[float, ...] | None = None
+
+    def note(self, values: tuple[float, ...]) -> None:
+        if self.values is None or _violation(values) < _violation(self.values):
+            self.values = values
+
+
 def _violation(values: Sequence[float]) -> float:
     return sum(max(v, 0.0) for v in values)
-
-
-def _record_constraint_values(study: Study, trial: FrozenTrial, values: Sequence[float]) -> None:
-    study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, list(values))
 
 
 def _record_rejection(
@@ -143,7 +152,7 @@ def _record_rejection(
     )
     # Samplers read trials through the study's per-ask cache; drop it so the next proposal
     # of this same trial already sees the rejection.
-    study._thread_local.cached_all_trials = None
+    invalidate_trial_cache(study)
 
 
 def is_rejection(trial: FrozenTrial) -> bool:

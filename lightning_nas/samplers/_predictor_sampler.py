@@ -5,21 +5,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-# Optuna's own exact hypervolume and non-dominated sorting (private modules, the ones its
-# multi-objective samplers use) rather than a second implementation here.
-from optuna._hypervolume import compute_hypervolume
-from optuna.samplers import BaseSampler, RandomSampler
-from optuna.samplers._lazy_random_state import LazyRandomState
-from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
-from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import TrialState
 from scipy.stats import rankdata
 
-from lightning_nas.samplers._constraint import ConstraintFunc, _Constraint, _record_constraint_values, _violation
+# Optuna's own exact hypervolume and non-dominated sorting (the ones its multi-objective samplers
+# use) rather than a second implementation here.
+from lightning_nas._optuna import cached_trials, experimental, hypervolume, non_domination_rank
+from lightning_nas.samplers._base import _ArchSampler
+from lightning_nas.samplers._constraint import ConstraintFunc, _Closest
 from lightning_nas.samplers._predictor import Predictor, RandomForestPredictor
-from lightning_nas.samplers._space import ArchKey, SearchSpaceLike, _ArchSpace, _as_distributions, _relative_space
+from lightning_nas.samplers._space import ArchKey, SearchSpaceLike, _ArchSpace
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -30,7 +26,11 @@ if TYPE_CHECKING:
 Encoder = Callable[[dict[str, Any]], Sequence[float]]
 
 
-class PredictorSampler(BaseSampler):
+@experimental(
+    "NAS-Bench-201 CIFAR-10: a median of 34 queries to a top-0.1% cell, against 43.5 for TPE at about 1/100 of "
+    "its cost per query and 26 for GP; benchmarks/nasbench201_search.py"
+)
+class PredictorSampler(_ArchSampler):
     """Predictor-guided search: fit a performance predictor, evaluate its best unseen candidate.
 
     After ``n_startup_trials`` random architectures, every trial
@@ -129,37 +129,20 @@ class PredictorSampler(BaseSampler):
         max_tries: int = 1000,
         seed: int | None = None,
     ) -> None:
-        if constraint is not None and search_space is None:
-            raise ValueError(
-                "PredictorSampler: a constraint needs an explicit search_space, so that every "
-                "architecture, including the first, is checked as a whole."
-            )
         if predictor is not None and not isinstance(predictor, Predictor):
             raise TypeError(
                 f"predictor must have fit(X, y) and predict(X, return_std=...), got {type(predictor).__name__}."
             )
-        if n_startup_trials < 1 or n_candidates < 1 or n_parents < 0 or max_tries < 1:
-            raise ValueError("n_startup_trials, n_candidates and max_tries must be >= 1 and n_parents >= 0.")
-        self._search_space = None if search_space is None else _as_distributions(search_space)
+        if n_startup_trials < 1 or n_candidates < 1 or n_parents < 0:
+            raise ValueError("n_startup_trials and n_candidates must be >= 1 and n_parents >= 0.")
+        super().__init__(search_space, constraint, max_tries=max_tries, seed=seed)
         self._predictor = predictor
         self._encoder = encoder
         self._known_objectives = dict(known_objectives or {})
-        self._constraint = None if constraint is None else _Constraint(constraint)
         self._n_startup_trials = n_startup_trials
         self._n_candidates = n_candidates
         self._n_parents = n_parents
         self._exploration = exploration
-        self._max_tries = max_tries
-        self._rng = LazyRandomState(seed)
-        self._random_sampler = RandomSampler(seed=seed)
-        self._intersection = IntersectionSearchSpace()
-
-    def reseed_rng(self) -> None:
-        self._rng.rng.seed()
-        self._random_sampler.reseed_rng()
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return _relative_space(self._search_space, self._intersection, study)
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -175,7 +158,7 @@ class PredictorSampler(BaseSampler):
         evaluated: list[dict[str, Any]] = []
         values: list[Sequence[float]] = []
         busy: set[ArchKey] = set()
-        for t in study._get_trials(deepcopy=False, use_cache=True):
+        for t in cached_trials(study):
             arch = space.trial_params(t)
             if arch is None:
                 continue
@@ -189,39 +172,18 @@ class PredictorSampler(BaseSampler):
             params = self._random_feasible(space, busy)
         else:
             params = self._propose(study, space, evaluated, np.asarray(values), busy)
-        if self._constraint is not None:
-            _record_constraint_values(study, trial, self._constraint(params))
+        self._accept(study, trial, params)
         return params
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        if self._constraint is not None and param_name in (self._search_space or {}):
-            raise ValueError(
-                f"PredictorSampler: the objective suggested {param_name!r} with "
-                f"{param_distribution}, but the search space declares "
-                f"{self._search_space[param_name]}; a constrained dimension cannot be sampled "
-                "on its own."
-            )
-        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def _feasible(self, params: dict[str, Any]) -> bool:
-        return self._constraint is None or self._constraint.is_feasible(self._constraint(params))
 
     def _random_feasible(self, space: _ArchSpace, busy: set[ArchKey]) -> dict[str, Any]:
         """A uniformly random feasible architecture, preferably one not yet evaluated."""
         seen_feasible: dict[str, Any] | None = None
-        closest: tuple[float, ...] | None = None
+        closest = _Closest()
         for params in space.sample(self._rng.rng, self._max_tries):
             if self._constraint is not None:
                 constraint_values = self._constraint(params)
                 if not self._constraint.is_feasible(constraint_values):
-                    if closest is None or _violation(constraint_values) < _violation(closest):
-                        closest = constraint_values
+                    closest.note(constraint_values)
                     continue
             if space.key(params) not in busy:
                 return params
@@ -230,7 +192,7 @@ class PredictorSampler(BaseSampler):
             # A small space can be exhausted; repeating an architecture beats failing the study.
             return seen_feasible
         assert self._constraint is not None
-        raise self._constraint.infeasible_error(self._max_tries, closest)
+        raise self._constraint.infeasible_error(self._max_tries, closest.values)
 
     def _encode(self, space: _ArchSpace, archs: Sequence[dict[str, Any]]) -> np.ndarray:
         if self._encoder is None:
@@ -249,7 +211,7 @@ class PredictorSampler(BaseSampler):
         losses = values * signs
         rng = self._rng.rng
 
-        ranks = _fast_non_domination_rank(losses) if len(signs) > 1 else rankdata(losses[:, 0])
+        ranks = non_domination_rank(losses) if len(signs) > 1 else rankdata(losses[:, 0])
         parents = [evaluated[i] for i in np.argsort(ranks, kind="stable")[: self._n_parents]]
         pool = space.sample(rng, self._n_candidates)
         for parent in parents:
@@ -299,15 +261,15 @@ def _best_multi_objective(front_points: np.ndarray, candidates: np.ndarray) -> i
     """Index of the candidate with the largest hypervolume improvement (all minimised)."""
     if len(front_points) == 0:
         return int(np.argmin(candidates.sum(axis=1)))
-    front = front_points[_fast_non_domination_rank(front_points) == 0]
+    front = front_points[non_domination_rank(front_points) == 0]
     reference = np.maximum(front.max(axis=0), candidates.max(axis=0)) + 0.1
-    base = compute_hypervolume(front, reference, assume_pareto=True)
+    base = hypervolume(front, reference, assume_pareto=True)
     # Weakly dominated candidates cannot add hypervolume; skip the exact computation for them.
     dominated = np.all(front[None, :, :] <= candidates[:, None, :], axis=2).any(axis=1)
     improvement = np.zeros(len(candidates))
     for i in np.flatnonzero(~dominated):
         points = np.vstack([front, candidates[i]])
-        improvement[i] = compute_hypervolume(points, reference) - base
+        improvement[i] = hypervolume(points, reference) - base
     if improvement.max() > 0:
         return int(np.argmax(improvement))
     # Additive epsilon: how far a candidate must move to escape domination by the front.

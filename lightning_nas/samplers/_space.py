@@ -4,9 +4,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
-from optuna._transform import _SearchSpaceTransform
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
+
+from lightning_nas._optuna import SearchSpaceTransform, contains
 
 ArchKey = tuple[Any, ...]
 
@@ -55,7 +56,7 @@ class _ArchSpace:
         self.names = sorted(search_space)
         self.search_space = {name: search_space[name] for name in self.names}
         # Optuna's transform refuses an empty space; an empty space has one (empty) architecture.
-        self._transform = _SearchSpaceTransform(self.search_space, transform_0_1=True) if self.names else None
+        self._transform = SearchSpaceTransform(self.search_space, transform_0_1=True) if self.names else None
         self._choices = {name: _discrete_choices(d) for name, d in self.search_space.items()}
 
     @property
@@ -66,16 +67,7 @@ class _ArchSpace:
         return tuple(params[name] for name in self.names)
 
     def contains(self, params: Mapping[str, Any]) -> bool:
-        for name, distribution in self.search_space.items():
-            if name not in params:
-                return False
-            try:
-                internal = distribution.to_internal_repr(params[name])
-            except (TypeError, ValueError):
-                return False
-            if not distribution._contains(internal):
-                return False
-        return True
+        return all(name in params and contains(d, params[name]) for name, d in self.search_space.items())
 
     def trial_params(self, trial: FrozenTrial) -> dict[str, Any] | None:
         """The trial's architecture if it was sampled in this space, else None."""

@@ -4,26 +4,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from optuna.samplers import BaseSampler, RandomSampler
-from optuna.samplers._lazy_random_state import LazyRandomState
-from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from lightning_nas.samplers._constraint import (
-    _N_REJECTED_KEY,
-    ConstraintFunc,
-    _Constraint,
-    _record_constraint_values,
-    _violation,
-)
-from lightning_nas.samplers._space import (
-    SearchSpaceLike,
-    _ArchSpace,
-    _as_distributions,
-    _discrete_choices,
-    _relative_space,
-)
+from lightning_nas._optuna import cached_trials
+from lightning_nas.samplers._base import _ArchSampler
+from lightning_nas.samplers._constraint import ConstraintFunc, _Closest
+from lightning_nas.samplers._space import SearchSpaceLike, _ArchSpace, _discrete_choices
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -31,7 +18,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 
-class TabNASSampler(BaseSampler):
+class TabNASSampler(_ArchSampler):
     r"""TabNAS controller: REINFORCE on a factorised policy with rejection of infeasible archs.
 
     The policy is one softmax per dimension, :math:`\pi_\theta(x) = \prod_d
@@ -133,6 +120,8 @@ class TabNASSampler(BaseSampler):
             Seed for the policy's sampling.
     """
 
+    _single_objective = True
+
     def __init__(
         self,
         search_space: SearchSpaceLike | None = None,
@@ -144,27 +133,14 @@ class TabNASSampler(BaseSampler):
         max_tries: int = 1000,
         seed: int | None = None,
     ) -> None:
-        if constraint is not None and search_space is None:
-            raise ValueError(
-                "TabNASSampler: a constraint needs an explicit search_space, so that the first "
-                "architecture is already checked as a whole."
-            )
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}.")
-        if learning_rate <= 0 or n_mc_samples < 1 or max_tries < 1:
-            raise ValueError(
-                "learning_rate must be > 0 and n_mc_samples, max_tries >= 1; got "
-                f"{learning_rate}, {n_mc_samples}, {max_tries}."
-            )
-        self._search_space = None if search_space is None else _as_distributions(search_space)
-        self._constraint = None if constraint is None else _Constraint(constraint)
+        if learning_rate <= 0 or n_mc_samples < 1:
+            raise ValueError(f"learning_rate must be > 0 and n_mc_samples >= 1; got {learning_rate}, {n_mc_samples}.")
+        super().__init__(search_space, constraint, max_tries=max_tries, seed=seed)
         self._learning_rate = learning_rate
         self._baseline_decay = baseline_decay
         self._n_mc_samples = n_mc_samples
-        self._max_tries = max_tries
-        self._rng = LazyRandomState(seed)
-        self._random_sampler = RandomSampler(seed=seed)
-        self._intersection = IntersectionSearchSpace()
 
         self._distributions: dict[str, BaseDistribution] = {}
         self._choices: dict[str, list[Any]] = {}
@@ -173,10 +149,6 @@ class TabNASSampler(BaseSampler):
         self._baseline: float | None = None
         self._consumed: set[int] = set()
 
-    def reseed_rng(self) -> None:
-        self._rng.rng.seed()
-        self._random_sampler.reseed_rng()
-
     def policy(self) -> dict[str, dict[Any, float]]:
         """The current policy: for each dimension, the probability of each choice.
 
@@ -184,13 +156,10 @@ class TabNASSampler(BaseSampler):
         """
         return {name: dict(zip(self._choices[name], self._probs(name).tolist())) for name in self._logits}
 
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return _relative_space(self._search_space, self._intersection, study)
-
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        self._raise_error_if_multi_objective(study)
+        self._check_objectives(study)
         if not search_space:
             return {}
         self._set_dimensions(search_space)
@@ -201,7 +170,7 @@ class TabNASSampler(BaseSampler):
         if self._constraint is None:
             index, others = self._draw(policy_names, rest, 1)
             return self._params(policy_names, index[0], others[0])
-        closest: tuple[float, ...] | None = None
+        closest = _Closest()
         n_tried = 0
         while n_tried < self._max_tries:
             n = min(self._n_mc_samples, self._max_tries - n_tried)
@@ -209,29 +178,12 @@ class TabNASSampler(BaseSampler):
             values = self._constraint_values(policy_names, index, others)
             for i, constraint_values in enumerate(values):
                 if self._constraint.is_feasible(constraint_values):
-                    _record_constraint_values(study, trial, constraint_values)
-                    study._storage.set_trial_system_attr(trial._trial_id, _N_REJECTED_KEY, n_tried + i)
-                    return self._params(policy_names, index[i], others[i])
+                    params = self._params(policy_names, index[i], others[i])
+                    self._accept(study, trial, params, n_tried + i)
+                    return params
+                closest.note(constraint_values)
             n_tried += n
-            closest = min(values if closest is None else [closest, *values], key=_violation)
-        raise self._constraint.infeasible_error(n_tried, closest)
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        self._raise_error_if_multi_objective(study)
-        if self._constraint is not None and param_name in (self._search_space or {}):
-            raise ValueError(
-                f"TabNASSampler: the objective suggested {param_name!r} with "
-                f"{param_distribution}, but the search space declares "
-                f"{self._search_space[param_name]}; a constrained dimension cannot be sampled "
-                "on its own."
-            )
-        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
+        raise self._constraint.infeasible_error(n_tried, closest.values)
 
     def _set_dimensions(self, search_space: dict[str, BaseDistribution]) -> None:
         changed = False
@@ -280,7 +232,7 @@ class TabNASSampler(BaseSampler):
         rest: _ArchSpace,
     ) -> None:
         complete = (TrialState.COMPLETE,)
-        trials = study._get_trials(deepcopy=False, states=complete, use_cache=True)
+        trials = cached_trials(study, complete)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         for t in sorted(trials, key=lambda t: t.number):
             if t.number in self._consumed:
