@@ -401,6 +401,26 @@ class CompressionReport:
         return format_table(header, body)
 
 
+def _check_architecture(model_dir: Path, auto_class: str) -> None:
+    """Refuse a model no Hugging Face adapter handles, from its config alone, before anything is read or written.
+
+    The model is built on the meta device (no memory, no weights), which is all the adapters'
+    structural checks need.
+    """
+    import torch
+    import transformers
+
+    from lightning_nas.adapters import find_adapter
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{model_dir / 'config.json'}: {str(err).splitlines()[0]}") from err
+    with torch.device("meta"):
+        model = getattr(transformers, auto_class).from_config(config)
+    find_adapter(model)  # raises, naming the class and why no adapter handles it
+
+
 #: Files that hold a tokenizer's vocabulary, one of which a model directory must have.
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -519,7 +539,7 @@ def compress(
             random sub-networks are drawn only among those within the budget: the others are
             never exported, so training them would be wasted.
         per_layer: One heads and one FFN width per layer instead of one for all layers (a far
-            larger space; the exports then need ``import lightning_nas.export.hf`` to reload).
+            larger space; the exports then need ``import lightning_nas.adapters`` to reload).
         elastic_hidden: Also shrink the hidden size (embeddings, every projection). Off by
             default: on MiniLM it costs more accuracy per parameter than heads and FFN neurons.
         elastic_depth: Also drop layers. Off by default: a model pretrained for mean pooling,
@@ -570,6 +590,7 @@ def compress(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    _check_architecture(model_dir, TASKS[task].auto_class)
     out = Path(out_dir).resolve()
     jobs.check_out_dir(out)
     settings = CompressSettings(

@@ -195,3 +195,22 @@ def test_smollm2_loads_offline_and_becomes_an_exact_supernet() -> None:
     assert (small.config.num_attention_heads, small.config.num_key_value_heads, small.config.head_dim) == (6, 2, 64)
     with torch.no_grad():
         torch.testing.assert_close(small(**ids).logits, reference, atol=1e-4, rtol=0)
+
+
+def test_compress_refuses_an_unsupported_decoder_before_writing_anything(tmp_path: Path) -> None:
+    from lightning_nas.compress import compress
+
+    config = transformers.MixtralConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        num_local_experts=2,
+    )
+    transformers.MixtralForCausalLM(config).save_pretrained(tmp_path / "moe")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no Hugging Face adapter handles MixtralForCausalLM .*mixture of experts"):
+        compress(tmp_path / "moe", out)
+    assert not out.exists()

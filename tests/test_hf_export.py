@@ -263,7 +263,7 @@ def test_printed_load_instructions_run_verbatim_for_both_kinds_of_config(tmp_pat
     custom = export_hf(net, tmp_path / "custom", {**net.max_arch(), "layers.0.heads": 1})
     lines = {path.name: load_instructions(path, "AutoModel") for path in (stock, custom)}
     assert lines["stock"].startswith("import transformers;") and "lightning_nas" not in lines["stock"].split("#")[0]
-    assert lines["custom"].startswith("import lightning_nas.export.hf, transformers;")
+    assert lines["custom"].startswith("import lightning_nas.adapters, transformers;")
     for name, line in lines.items():  # verbatim: from_pretrained raises on an unknown model type
         run = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=300)
         assert run.returncode == 0, f"{name}: {run.stderr[-2000:]}"

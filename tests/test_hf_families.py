@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 transformers = pytest.importorskip("transformers")
 
+import lightning_nas  # noqa: E402
 from lightning_nas import Supernet  # noqa: E402
 from lightning_nas.adapters import HFDecoderAdapter, HFEncoderAdapter, find_adapter  # noqa: E402
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
@@ -235,3 +236,20 @@ def test_default_exports_load_with_plain_transformers_in_a_fresh_process(tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded 3" in result.stdout
+
+
+@pytest.mark.slow  # fresh interpreters importing torch and transformers
+def test_printed_load_instructions_run_verbatim_in_a_fresh_process(tmp_path: Path) -> None:
+    from lightning_nas.adapters._hf_compressed import load_instructions
+
+    lines = []
+    for stock in (True, False):
+        net = Supernet(FAMILIES["granite"]().eval(), example_input=inputs(), stock_config=stock)
+        arch = net.min_arch() if stock else {**net.min_arch(), "depth": 3, "layers.0.ffn": 48}
+        lines.append(load_instructions(export_hf(net, tmp_path / str(stock), arch), "AutoModelForCausalLM"))
+    assert lines[0].startswith("import transformers;") and lines[1].startswith("import lightning_nas.adapters,")
+    source = str(Path(lightning_nas.__file__).parents[1])  # this checkout, not another installed copy
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": source}
+    for line in lines:  # the second needs the structural family registered from the model type alone
+        result = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]

@@ -59,7 +59,7 @@ class HFTransformerAdapter(Adapter):
             size stay fixed; elsewhere (Llama-like configs with ``head_dim``) hidden sizes are
             kept only where every head count divides them (the stock configs check that).
             ``False`` allows the full space; exports the stock config cannot describe get the
-            registered ``lightning_nas_<family>`` config and reload after ``import lightning_nas.export.hf``.
+            registered ``lightning_nas_<family>`` config and reload after ``import lightning_nas.adapters``.
         per_layer: One heads and one FFN dimension per layer (default: ``not stock_config``).
         hidden, heads, ffn, depth: Turn a kind of dimension off.
         depth_order: The order in which layers are kept (default: first to last).
@@ -142,7 +142,7 @@ class HFTransformerAdapter(Adapter):
             notes.append(
                 f"heads and hidden size fixed: {family.config_class} has no head_dim field, so the head size is "
                 "hidden_size // num_attention_heads (stock_config=False frees them; exports then need "
-                "`import lightning_nas.export.hf`)"
+                "`import lightning_nas.adapters`)"
             )
         layers_path = _join(hf_path, family.layers_path(hf_model))
         layers = model.get_submodule(layers_path)

@@ -149,6 +149,8 @@ def _transformers() -> Any:
 
 def register_family(*families: Family) -> None:
     """Make families known to the HF adapters and register their compressed config classes."""
+    if not isinstance(_transformers().models.auto.configuration_auto.CONFIG_MAPPING._extra_content, _CompressedTypes):
+        _install_lookup()
     for family in families:
         if family.model_type not in _FAMILIES:
             _register_config(family)
@@ -172,6 +174,49 @@ def _register_config(family: Family) -> None:
     _FAMILIES[family.model_type] = family
     _CONFIG_CLASSES[family.model_type] = config_cls
     globals()[config_cls.__name__] = config_cls
+
+
+class _CompressedTypes(dict):  # type: ignore[type-arg]
+    """transformers' table of registered config classes, completed on lookup with ``lightning_nas_<type>``.
+
+    Families recognised by structure are registered when a model of theirs is planned; a process
+    that only reloads an export has planned nothing, so the first lookup of such a model type
+    recognises the family from a one-layer stock model built on the meta device.
+    """
+
+    def __contains__(self, key: object) -> bool:
+        if not super().__contains__(key) and isinstance(key, str) and key.startswith(_MODEL_TYPE_PREFIX):
+            _register_by_structure(key[len(_MODEL_TYPE_PREFIX) :])
+        return super().__contains__(key)
+
+
+def _install_lookup() -> None:
+    # The one use of a private transformers attribute: AutoConfig asks `model_type in _extra_content`.
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    extra = getattr(CONFIG_MAPPING, "_extra_content", None)
+    if type(extra) is dict:
+        CONFIG_MAPPING._extra_content = _CompressedTypes(extra)
+
+
+def _register_by_structure(model_type: str) -> None:
+    import torch
+
+    from lightning_nas.adapters._hf_structure import NotRecognised, family_by_structure
+
+    transformers = _transformers()
+    try:
+        config = transformers.AutoConfig.for_model(model_type)
+        config.num_hidden_layers = 1
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:1]
+        with torch.device("meta"):
+            model = transformers.AutoModel.from_config(config)
+        family = family_by_structure(model)
+    except (NotRecognised, ValueError, KeyError, TypeError, AttributeError):
+        return  # not a family of a common layout: AutoConfig reports the unknown model type
+    if family.model_type == model_type:
+        register_family(family)
 
 
 def family_for(config: Any) -> Family | None:
@@ -248,13 +293,14 @@ def load_instructions(directory: str | os.PathLike[str], auto_class: str) -> str
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / "config.json").write_text('{"model_type": "lightning_nas_bert"}')
         >>> print(load_instructions(folder, "AutoModel").replace(str(folder), "DIR"))
-        import lightning_nas.export.hf, transformers; transformers.AutoModel.from_pretrained('DIR')  # lightning_nas config
+        import lightning_nas.adapters, transformers; transformers.AutoModel.from_pretrained('DIR')  # custom config
     """
     model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type", "")
     load = f"transformers.{auto_class}.from_pretrained({str(directory)!r})"
     if model_type.startswith(_MODEL_TYPE_PREFIX):
-        return f"import lightning_nas.export.hf, transformers; {load}  # lightning_nas config"
-    return f"import transformers; {load}  # stock config: plain transformers"
+        # `lightning_nas` itself imports lazily; its adapters register the config classes.
+        return f"import lightning_nas.adapters, transformers; {load}  # custom config"
+    return f"import transformers; {load}  # stock config"
 
 
 def export_config(

@@ -86,6 +86,11 @@ def _is_llama_rms_norm(module: nn.Module) -> bool:
         return False
     if any(name != "weight" for name, _ in module.named_parameters()):
         return False
+    if weight.is_meta:  # a model built on the meta device (to recognise a family): probe a real copy
+        module = copy.deepcopy(module).to_empty(device="cpu")
+        weight = module.weight
+        with torch.no_grad():
+            weight.normal_(generator=torch.Generator().manual_seed(1))
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(3, weight.shape[0], generator=generator, dtype=torch.float32).to(weight.device, weight.dtype)
     with torch.no_grad():

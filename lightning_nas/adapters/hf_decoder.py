@@ -26,7 +26,7 @@ Example:
     True
 
     With ``stock_config=False`` each layer gets its own widths (the export then needs
-    ``import lightning_nas.export.hf`` to reload):
+    ``import lightning_nas.adapters`` to reload):
 
     >>> net = Supernet(LlamaForCausalLM(config).eval(), example_input={"input_ids": torch.ones(1, 8, dtype=torch.long)},
     ...                stock_config=False)

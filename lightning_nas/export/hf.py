@@ -17,7 +17,7 @@ reloads with ``AutoModelFor<Task>.from_pretrained(directory)``. Which config it 
   and the per-layer differences in transformers' own ``per_layer_config`` field. Its config and
   model classes (``LightningNas<StockClass>``, subclasses of the stock classes) are registered with
   ``AutoConfig`` and the ``AutoModel*`` classes when ``lightning_nas`` is imported, so
-  ``import lightning_nas.export.hf`` is all a reload needs (the package itself imports lazily).
+  ``import lightning_nas.adapters`` is all a reload needs (the package itself imports lazily).
 
 The adapter's ``finalize`` already gave the extracted model this config, so
 ``model.save_pretrained`` alone writes a loadable directory; :func:`save_hf` adds the tokenizer,
