@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from lightning_nas._jobs import Console
+    from lightning_nas.datasets import DataSource
 
 __all__ = [
     "TASKS",
@@ -160,8 +161,14 @@ def register_task(task: type[CompressTask]) -> type[CompressTask]:
 
 
 def _source_fingerprint(source: Any) -> Any:
-    if source is None or isinstance(source, str | os.PathLike):
-        return None if source is None else str(Path(source).resolve())
+    """A file by path, size and modification time (an edited file is another run); a Dataset by its hash."""
+    if source is None:
+        return None
+    if isinstance(source, str | os.PathLike):
+        path = Path(source).resolve()
+        marker = next((path / n for n in ("state.json", "dataset_dict.json") if (path / n).is_file()), path)
+        stat = marker.stat() if marker.exists() else None
+        return f"{path} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})" if stat else str(path)
     fingerprint = getattr(source, "_fingerprint", None)  # a datasets.Dataset
     return fingerprint or f"{type(source).__module__}.{type(source).__qualname__}"
 
@@ -324,9 +331,9 @@ def compress(
     out_dir: str | Path = "nas_runs/compress",
     *,
     task: str = "sequence-classification",
-    train: Any = None,
-    validation: Any = None,
-    test: Any = None,
+    train: DataSource | L.LightningDataModule | None = None,
+    validation: DataSource | None = None,
+    test: DataSource | None = None,
     dataset: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
