@@ -61,9 +61,11 @@ def test_dashboard_serves_a_search_study(tmp_path) -> None:
         server.wait(timeout=30)
 
 
-def test_storage_paths_resolve_and_missing_ones_are_named(tmp_path) -> None:
+def test_storage_paths_resolve_and_missing_ones_are_named(tmp_path, capsys) -> None:
     optuna.create_study(storage=f"sqlite:///{tmp_path / 'nas.db'}")
     assert resolve_storage(str(tmp_path)) == f"sqlite:///{(tmp_path / 'nas.db').resolve()}"
     assert resolve_storage("postgresql://db/x") == "postgresql://db/x"
-    with pytest.raises(FileNotFoundError, match="no study storage"):
-        main(["dashboard", str(tmp_path / "missing.db")])
+    with pytest.raises(FileNotFoundError, match="no study storage"):  # --debug: the exception itself
+        main(["dashboard", str(tmp_path / "missing.db"), "--debug"])
+    assert main(["dashboard", str(tmp_path / "missing.db")]) == 2  # the command: one line, no traceback
+    assert "lightning-nas: error: no study storage" in capsys.readouterr().err
