@@ -592,16 +592,17 @@ def _run(
     ]
     if not on_terminal:
         callbacks.append(jobs.StepProgress(console, progress_interval))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        logger=False,
-        enable_progress_bar=on_terminal,
-        enable_model_summary=False,
-        limit_train_batches=limit_train_batches,
-        num_sanity_val_steps=0,
-    )
+    with quiet_lightning():  # no accelerator banner: the phases below say what runs
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            callbacks=callbacks,
+            default_root_dir=str(out),
+            logger=False,
+            enable_progress_bar=on_terminal,
+            enable_model_summary=False,
+            limit_train_batches=limit_train_batches,
+            num_sanity_val_steps=0,
+        )
     steps_per_epoch = len(datamodule.train_dataloader())
     if limit_train_batches is not None:
         steps_per_epoch = (
