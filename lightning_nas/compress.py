@@ -194,8 +194,8 @@ class SequenceClassificationTask(CompressTask):
             if s.validation is not None or s.test is not None:
                 raise ValueError("with a LightningDataModule as train=, pass no validation= / test=")
             names = s.label_names or getattr(s.train, "label_names", None)
-            if not names:
-                raise ValueError("a LightningDataModule needs label_names= (or a .label_names attribute)")
+            if not names or len(names) < 2:
+                raise ValueError("a LightningDataModule needs label_names= (two or more; or a .label_names attribute)")
             console.phase("data", f"{type(s.train).__name__} with {len(names)} labels")
             return s.train
         if s.train is None:
@@ -203,8 +203,6 @@ class SequenceClassificationTask(CompressTask):
                 s.dataset or "rotten_tomatoes", max_train=s.max_train, max_test=s.max_test
             )
         else:
-            if s.validation is not None and s.train is None:
-                raise ValueError("validation= needs train=")
             splits = read_text_classification(
                 s.train,
                 s.validation,
