@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from lightning_nas._jobs import Console
+    from lightning_nas.datasets import DataSource
 
 __all__ = [
     "TASKS",
@@ -163,8 +164,14 @@ def register_task(task: type[CompressTask]) -> type[CompressTask]:
 
 
 def _source_fingerprint(source: Any) -> Any:
-    if source is None or isinstance(source, str | os.PathLike):
-        return None if source is None else str(Path(source).resolve())
+    """A file by path, size and modification time (an edited file is another run); a Dataset by its hash."""
+    if source is None:
+        return None
+    if isinstance(source, str | os.PathLike):
+        path = Path(source).resolve()
+        marker = next((path / n for n in ("state.json", "dataset_dict.json") if (path / n).is_file()), path)
+        stat = marker.stat() if marker.exists() else None
+        return f"{path} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})" if stat else str(path)
     fingerprint = getattr(source, "_fingerprint", None)  # a datasets.Dataset
     return fingerprint or f"{type(source).__module__}.{type(source).__qualname__}"
 
@@ -190,8 +197,8 @@ class SequenceClassificationTask(CompressTask):
             if s.validation is not None or s.test is not None:
                 raise ValueError("with a LightningDataModule as train=, pass no validation= / test=")
             names = s.label_names or getattr(s.train, "label_names", None)
-            if not names:
-                raise ValueError("a LightningDataModule needs label_names= (or a .label_names attribute)")
+            if not names or len(names) < 2:
+                raise ValueError("a LightningDataModule needs label_names= (two or more; or a .label_names attribute)")
             console.phase("data", f"{type(s.train).__name__} with {len(names)} labels")
             return s.train
         if s.train is None:
@@ -199,8 +206,6 @@ class SequenceClassificationTask(CompressTask):
                 s.dataset or "rotten_tomatoes", max_train=s.max_train, max_test=s.max_test
             )
         else:
-            if s.validation is not None and s.train is None:
-                raise ValueError("validation= needs train=")
             splits = read_text_classification(
                 s.train,
                 s.validation,
@@ -473,9 +478,9 @@ def compress(
     out_dir: str | Path = "nas_runs/compress",
     *,
     task: str | None = None,
-    train: Any = None,
-    validation: Any = None,
-    test: Any = None,
+    train: DataSource | L.LightningDataModule | None = None,
+    validation: DataSource | None = None,
+    test: DataSource | None = None,
     dataset: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
@@ -747,16 +752,17 @@ def _run(
     ]
     if not on_terminal:
         callbacks.append(jobs.StepProgress(console, progress_interval))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        logger=False,
-        enable_progress_bar=on_terminal,
-        enable_model_summary=False,
-        limit_train_batches=limit_train_batches,
-        num_sanity_val_steps=0,
-    )
+    with quiet_lightning():  # no accelerator banner: the phases below say what runs
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            callbacks=callbacks,
+            default_root_dir=str(out),
+            logger=False,
+            enable_progress_bar=on_terminal,
+            enable_model_summary=False,
+            limit_train_batches=limit_train_batches,
+            num_sanity_val_steps=0,
+        )
     steps_per_epoch = len(datamodule.train_dataloader())
     if limit_train_batches is not None:
         steps_per_epoch = (

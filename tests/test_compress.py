@@ -160,6 +160,9 @@ def test_compress_resumes_fine_tuning_from_its_checkpoint(tiny_bert_dir, tmp_pat
     assert report.export_path.is_dir()
     with pytest.raises(ValueError, match=r"holds a run with other settings \(lr: 0.0001 there, 0.001 now\)"):
         compress(tiny_bert_dir, out, **{**kwargs, "lr": 1e-3})
+    _write_csv(train, _reviews(66))  # the data changed: another run, not a resume
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(train: "):
+        compress(tiny_bert_dir, out, **kwargs)
 
 
 @pytest.mark.parametrize(
