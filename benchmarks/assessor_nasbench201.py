@@ -96,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
 
     jobs = [(d, n, s) for d in args.datasets for n in args.labels for s in range(args.seeds)]
-    searches = [(m, s, args.cap) for m in SEARCH_METHODS for s in range(args.search_seeds)]
+    # Slowest first, so that the workers finish together and an interrupted run has the assessor.
+    searches = [(m, s, args.cap) for m in reversed(SEARCH_METHODS) for s in range(args.search_seeds)]
     rank_rows: list[dict[str, Any]] = []
     search_rows: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -165,7 +166,8 @@ def main() -> None:
                 f"{per_seed} | {np.mean([r['seconds'] for r in rows]):.1f} |"
             )
         print()
-    print(f"Total wall time {elapsed / 60:.1f} min on {args.workers} worker(s).")
+    if not args.tables_from:
+        print(f"Total wall time {elapsed / 60:.1f} min on {args.workers} worker(s).")
 
 
 if __name__ == "__main__":

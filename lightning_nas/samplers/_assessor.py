@@ -48,6 +48,13 @@ class SemiSupervisedAssessor:
 
     Deterministic for a given ``seed`` (on a given machine and thread count).
 
+    Measured (``benchmarks/assessor_nasbench201.py``, NAS-Bench-201, generic one-hot encoding,
+    5 seeds), Kendall tau on unseen cells: above the random forest at 20 / 50 / 100 labels on
+    CIFAR-10 (0.33 / 0.45 / 0.55 vs 0.27 / 0.37 / 0.49) and CIFAR-100, within the noise on
+    ImageNet16-120; at 200 labels ahead on CIFAR-10 only (below on ImageNet16-120: 0.59 vs 0.62); above
+    the #params baseline (0.51-0.55) only from 100 labels on CIFAR, never at 50. Fits take
+    seconds (a full-batch schedule on up to ``max_nodes`` nodes), not the forest's milliseconds.
+
     Example:
 
         .. testcode::
