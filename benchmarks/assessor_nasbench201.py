@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -76,6 +77,11 @@ def ranking(job: tuple[str, int, int]) -> dict[str, Any]:
     return out
 
 
+def _call(task: tuple[Any, Any]) -> dict[str, Any]:
+    function, job = task
+    return function(job)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=["a", "b", "ab"], default="ab")
@@ -85,28 +91,48 @@ def main() -> None:
     parser.add_argument("--search-seeds", type=int, default=3, help="seeds per sampler in (b)")
     parser.add_argument("--cap", type=int, default=60, help="query cap of every sampler in (b)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--log", help="append every finished job as a JSON line to this file")
+    parser.add_argument("--tables-from", help="print the tables of the rows logged in this file; run nothing")
     args = parser.parse_args()
 
     jobs = [(d, n, s) for d in args.datasets for n in args.labels for s in range(args.seeds)]
-    searches = [(m, s, args.cap) for m in SEARCH_METHODS for s in range(args.search_seeds)]
+    # Slowest first, so that the workers finish together and an interrupted run has the assessor.
+    searches = [(m, s, args.cap) for m in reversed(SEARCH_METHODS) for s in range(args.search_seeds)]
+    rank_rows: list[dict[str, Any]] = []
+    search_rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with get_context("spawn").Pool(args.workers) as pool:
-        # Slowest first, so that the workers finish together.
-        search = pool.map_async(nb.run_search, searches if "b" in args.part else [], 1)
-        rank = pool.map_async(ranking, jobs if "a" in args.part else [], 1)
-        search_rows, rank_rows = search.get(), rank.get()
+    if args.tables_from:
+        # Tables from the rows logged by an earlier (possibly interrupted) run.
+        with open(args.tables_from) as f:
+            for row in map(json.loads, f):
+                (search_rows if "method" in row else rank_rows).append(row)
+    else:
+        tasks = [(ranking, job) for job in (jobs if "a" in args.part else [])]
+        tasks += [(nb.run_search, job) for job in (searches if "b" in args.part else [])]
+        log = open(args.log, "a") if args.log else None
+        with get_context("spawn").Pool(args.workers) as pool:
+            for row in pool.imap_unordered(_call, tasks, 1):
+                (search_rows if "method" in row else rank_rows).append(row)
+                if log is not None:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+        if log is not None:
+            log.close()
     elapsed = time.perf_counter() - start
+    args.datasets = [d for d in args.datasets if any(r["dataset"] == d for r in rank_rows)]
 
     if rank_rows:
         print("### (a) Kendall tau on unseen NAS-Bench-201 cells, generic one-hot encoding")
         print()
-        print(f"Mean +- std over {args.seeds} seeds (seed = labelled sample and label noise).")
+        print("Mean +- std over seeds (seed = labelled sample and label noise; count in the last column).")
         print()
-        print("| dataset | labels | #params | RandomForestPredictor | SemiSupervisedAssessor | s / fit |")
-        print("|---|---|---|---|---|---|")
+        print("| dataset | labels | #params | RandomForestPredictor | SemiSupervisedAssessor | s / fit | seeds |")
+        print("|---|---|---|---|---|---|---|")
         for dataset in args.datasets:
             for n in args.labels:
                 rows = [r for r in rank_rows if r["dataset"] == dataset and r["labels"] == n]
+                if not rows:
+                    continue
                 cells = [
                     f"{np.mean([r[k] for r in rows]):.3f} +- {np.std([r[k] for r in rows]):.3f}"
                     for k in ("#params", "forest", "assessor")
@@ -115,7 +141,7 @@ def main() -> None:
                 seconds = np.mean([r["seconds"] for r in rows])
                 print(
                     f"| {DATASETS[dataset]} | {n} | {cells[0]} | {cells[1]} | "
-                    f"{cells[2]} (> forest in {wins}/{len(rows)}) | {seconds:.1f} |"
+                    f"{cells[2]} (> forest in {wins}/{len(rows)}) | {seconds:.1f} | {len(rows)} |"
                 )
         print()
     if search_rows:
@@ -123,22 +149,25 @@ def main() -> None:
         print()
         print(
             f"Assessor row: {SEARCH_ASSESSOR}, n_candidates={SEARCH_CANDIDATES}; other rows at their "
-            f"defaults; cap {args.cap} queries for every sampler."
+            f"defaults; cap {search_rows[0]['cap']} queries for every sampler."
         )
         print()
         print("| sampler | seeds | found within cap | median queries | queries per seed | s / run |")
         print("|---|---|---|---|---|---|")
         for method in SEARCH_METHODS:
             rows = sorted((r for r in search_rows if r["method"] == method), key=lambda r: r["seed"])
+            if not rows:
+                continue
             hits = [r["hit"] for r in rows]
             found = sum(h is not None for h in hits)
             per_seed = ", ".join("-" if h is None else str(h) for h in hits)
             print(
-                f"| {method} | {len(rows)} | {found}/{len(rows)} | {nb._median_queries(hits, args.cap)} | "
+                f"| {method} | {len(rows)} | {found}/{len(rows)} | {nb._median_queries(hits, rows[0]['cap'])} | "
                 f"{per_seed} | {np.mean([r['seconds'] for r in rows]):.1f} |"
             )
         print()
-    print(f"Total wall time {elapsed / 60:.1f} min on {args.workers} worker(s).")
+    if not args.tables_from:
+        print(f"Total wall time {elapsed / 60:.1f} min on {args.workers} worker(s).")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+"""The semi-supervised graph assessor of Tang et al., a predictor for :class:`PredictorSampler`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +9,14 @@ import torch
 from scipy.stats import norm, rankdata
 from torch import nn
 
+from lightning_nas._optuna import experimental
 
+
+@experimental(
+    "NAS-Bench-201, one-hot encoding, 5 seeds: Kendall tau above the random forest at 20-100 labels on CIFAR-10/100 "
+    "but not above #params at 50 labels on any dataset, and 41 vs 56 (forest) and 20 (GP) median queries to a "
+    "top-0.1% cell over 3 seeds; benchmarks/assessor_nasbench201.py"
+)
 class SemiSupervisedAssessor:
     """Semi-supervised performance predictor: auto-encoder + similarity graph + GCN (Tang et al., 2020).
 
@@ -47,6 +56,13 @@ class SemiSupervisedAssessor:
       the uncertainty their standard deviation, the analogue of a random forest's tree spread.
 
     Deterministic for a given ``seed`` (on a given machine and thread count).
+
+    Measured (``benchmarks/assessor_nasbench201.py``, NAS-Bench-201, generic one-hot encoding,
+    5 seeds), Kendall tau on unseen cells: above the random forest at 20 / 50 / 100 labels on
+    CIFAR-10 (0.33 / 0.45 / 0.55 vs 0.27 / 0.37 / 0.49) and CIFAR-100, within the noise on
+    ImageNet16-120; at 200 labels ahead on CIFAR-10 only (below on ImageNet16-120: 0.59 vs 0.62); above
+    the #params baseline (0.51-0.55) only from 100 labels on CIFAR, never at 50. Fits take
+    seconds (a full-batch schedule on up to ``max_nodes`` nodes), not the forest's milliseconds.
 
     Example:
 
