@@ -408,7 +408,7 @@ def gpt2_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
 def conv2d_same_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     """timm's ``Conv2dSame``: input-dependent (asymmetric) padding, channels elastic, the kernel whole."""
     kernel, stride = rng.choice([2, 3, 5]), rng.choice([1, 2])
-    if rng.random() < 0.3:  # depthwise: one channel axis, the groups follow it
+    if rng.random() < 0.5:  # depthwise: one channel axis, the groups follow it
         channels = rng.randint(2, 6)
         plain = _randomize(dense_cls(channels, channels, kernel, stride=stride, groups=channels))
         active = _size(rng, channels)
@@ -477,7 +477,8 @@ def stage_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     depth = rng.randint(2, 4)
     plain = _randomize(dense_cls(depth, 4, 4, stride=1, dilation=1, group_size=2, se_ratio=rng.choice([0.0, 0.25])))
     names = list(plain._modules)
-    skipped = frozenset(rng.sample(range(depth), rng.randint(0, depth - 1)))
+    # At least one block skipped: with none, the stage runs its own (dense) forward.
+    skipped = frozenset(rng.sample(range(depth), rng.randint(1, depth - 1)))
     kept = [names[i] for i in range(depth) if i not in skipped]
     reference = copy.deepcopy(plain)
     reference._modules = {name: reference._modules[name] for name in kept}
@@ -488,7 +489,7 @@ def stage_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     }
 
     def activate(module: nn.Module, device: torch.device) -> None:
-        module.skipped = skipped or None
+        module.skipped = skipped
 
     return Case(
         ELASTIC_TYPES[dense_cls].convert(plain),
