@@ -1,6 +1,6 @@
 """One harness for every registered elastic module type (in the style of torchmetrics' MetricTester).
 
-For each type in :data:`lightning_nas.elastic.ELASTIC_TYPES` (the Hugging Face ones included), a
+For each type in :data:`lightning_nas.elastic.ELASTIC_TYPES` (the Hugging Face and timm ones included), a
 case factory builds the plain module with random weights, converts it, activates random sub-widths
 and builds by hand the *reference*: a plain module of the active size constructed from its own
 class and filled with slices of the full weights written out here, independently of the library's
@@ -53,6 +53,37 @@ try:  # the Hugging Face elastic types exist only with the `hf` extra
     _hf_elastic.elastic_gpt2_attention(GPT2Attention)
 except ImportError:  # pragma: no cover - the hf extra is installed in CI
     _hf_elastic = None  # type: ignore[assignment]
+
+try:  # the timm elastic types exist only with the `timm` extra
+    from timm.layers import Attention as TimmAttention
+    from timm.layers import BatchNormAct2d, Conv2dSame, LayerNorm2d, LayerScale, LayerScale2d
+    from timm.layers import LayerNorm as TimmLayerNorm
+    from timm.layers import Linear as TimmLinear
+    from timm.models.convnext import ConvNeXtBlock
+    from timm.models.regnet import RegStage
+    from timm.models.vision_transformer import VisionTransformer
+
+    from lightning_nas.adapters import _timm_elastic
+    from lightning_nas.adapters.timm import _register_elastic_types
+
+    # The timm adapter registers elastic types for the classes of the model it plans; plan-time
+    # registration on tiny models holding every class it knows fills the registry up front.
+    _register_elastic_types(
+        VisionTransformer(img_size=8, patch_size=4, embed_dim=4, depth=1, num_heads=2, init_values=0.1, reg_tokens=1)
+    )
+    _register_elastic_types(
+        nn.Sequential(
+            BatchNormAct2d(2),
+            LayerNorm2d(2),
+            Conv2dSame(2, 2, 3),
+            TimmLinear(2, 2),
+            LayerScale2d(2),
+            ConvNeXtBlock(2),
+            RegStage(1, 2, 2, stride=1, dilation=1),
+        )
+    )
+except ImportError:  # pragma: no cover - the timm extra is installed in CI
+    _timm_elastic = None  # type: ignore[assignment]
 
 Slicer = Callable[[Tensor], Tensor]
 
@@ -126,19 +157,19 @@ def _randomize(module: nn.Module) -> nn.Module:
 
 def linear_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     n_in, n_out = rng.randint(2, 9), rng.randint(2, 9)
-    plain = _randomize(nn.Linear(n_in, n_out, bias=rng.random() < 0.8))
+    plain = _randomize(dense_cls(n_in, n_out, bias=rng.random() < 0.8))
     inputs, _, in_cols = _prefix_or_index(rng, n_in)
     outputs, out_rows, _ = _prefix_or_index(rng, n_out)
     slices = {"weight": ("weight", lambda t: in_cols(out_rows(t)))}
     if plain.bias is not None:
         slices["bias"] = ("bias", out_rows)
-    reference = _by_hand(plain, nn.Linear(_count(inputs), _count(outputs), bias=plain.bias is not None), slices)
+    reference = _by_hand(plain, dense_cls(_count(inputs), _count(outputs), bias=plain.bias is not None), slices)
 
     def activate(module: nn.Module, device: torch.device) -> None:
         module.active_in, module.active_out = _as_index(inputs, device), _as_index(outputs, device)
 
     return Case(
-        ElasticLinear.convert(plain),
+        ELASTIC_TYPES[dense_cls].convert(plain),
         reference,
         activate,
         lambda dtype, device: (torch.randn(3, _count(inputs), dtype=dtype, device=device),),
@@ -186,20 +217,29 @@ def conv_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
 
 
 def batch_norm_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
-    elastic_cls = {nn.BatchNorm1d: ElasticBatchNorm1d, nn.BatchNorm2d: ElasticBatchNorm2d}[dense_cls]
+    return _batch_norm_case(dense_cls, rng, dense_cls)
+
+
+def batch_norm_act_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """timm's ``BatchNormAct2d``: the activation (or none) after the batch norm of the active channels."""
+    act = rng.choice([nn.ReLU, nn.SiLU, None])
+    return _batch_norm_case(dense_cls, rng, lambda n: dense_cls(n, apply_act=act is not None, act_layer=act or nn.ReLU))
+
+
+def _batch_norm_case(dense_cls: type[nn.Module], rng: random.Random, make: Callable[[int], nn.Module]) -> Case:
     features = rng.randint(2, 9)
-    plain = _randomize(dense_cls(features))
+    plain = _randomize(make(features))
     active, rows, _ = _prefix_or_index(rng, features)
     slices = {name: (name, rows) for name in ("weight", "bias", "running_mean", "running_var")}
     slices["num_batches_tracked"] = ("num_batches_tracked", lambda t: t)
-    reference = _by_hand(plain, dense_cls(_count(active)), slices)
+    reference = _by_hand(plain, make(_count(active)), slices)
     spatial = (5,) if dense_cls is nn.BatchNorm1d else (3, 3)
 
     def activate(module: nn.Module, device: torch.device) -> None:
         module.active_features = _as_index(active, device)
 
     return Case(
-        elastic_cls.convert(plain),
+        ELASTIC_TYPES[dense_cls].convert(plain),
         reference,
         activate,
         lambda dtype, device: (torch.randn(4, _count(active), *spatial, dtype=dtype, device=device) * 2 + 1,),
@@ -208,19 +248,29 @@ def batch_norm_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
 
 
 def layer_norm_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    return _layer_norm_case(dense_cls, rng, channels_first=False)
+
+
+def layer_norm_2d_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """timm's ``LayerNorm2d``: normalises the active channels of an ``(N, C, H, W)`` tensor."""
+    return _layer_norm_case(dense_cls, rng, channels_first=True)
+
+
+def _layer_norm_case(dense_cls: type[nn.Module], rng: random.Random, channels_first: bool) -> Case:
     features = rng.randint(2, 9)
-    plain = _randomize(nn.LayerNorm(features))
+    plain = _randomize(dense_cls(features))
     active = _size(rng, features)
     slices = {name: (name, lambda t: t[:active]) for name in ("weight", "bias")}
+    shape = (3, active, 2, 2) if channels_first else (3, 2, active)
 
     def activate(module: nn.Module, device: torch.device) -> None:
         module.active_features = active
 
     return Case(
-        ElasticLayerNorm.convert(plain),
-        _by_hand(plain, nn.LayerNorm(active), slices),
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, dense_cls(active), slices),
         activate,
-        lambda dtype, device: (torch.randn(3, 2, active, dtype=dtype, device=device),),
+        lambda dtype, device: (torch.randn(*shape, dtype=dtype, device=device),),
         slices,
     )
 
@@ -355,6 +405,205 @@ def gpt2_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     )
 
 
+def conv2d_same_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """timm's ``Conv2dSame``: input-dependent (asymmetric) padding, channels elastic, the kernel whole."""
+    kernel, stride = rng.choice([2, 3, 5]), rng.choice([1, 2])
+    if rng.random() < 0.5:  # depthwise: one channel axis, the groups follow it
+        channels = rng.randint(2, 6)
+        plain = _randomize(dense_cls(channels, channels, kernel, stride=stride, groups=channels))
+        active = _size(rng, channels)
+        inputs, outputs = active, active
+        slices = {"weight": ("weight", lambda t: t[:active]), "bias": ("bias", lambda t: t[:active])}
+        reference = dense_cls(active, active, kernel, stride=stride, groups=active)
+
+        def activate(module: nn.Module, device: torch.device) -> None:
+            module.active_out = active
+    else:
+        n_in, n_out = rng.randint(2, 6), rng.randint(2, 6)
+        plain = _randomize(dense_cls(n_in, n_out, kernel, stride=stride))
+        inputs, _, in_cols = _prefix_or_index(rng, n_in)
+        outputs = _size(rng, n_out)
+        slices = {"weight": ("weight", lambda t: in_cols(t[:outputs])), "bias": ("bias", lambda t: t[:outputs])}
+        reference = dense_cls(_count(inputs), outputs, kernel, stride=stride)
+
+        def activate(module: nn.Module, device: torch.device) -> None:
+            module.active_in, module.active_out = _as_index(inputs, device), outputs
+
+    size = rng.choice([6, 7])  # an odd size with stride 2 pads more on one side
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, reference, slices),
+        activate,
+        lambda dtype, device: (torch.randn(2, _count(inputs), size, size, dtype=dtype, device=device),),
+        slices,
+    )
+
+
+def timm_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """timm's ``Attention`` with its leading heads and a prefix of the embedding active, as a ViT supernet sets it."""
+    dim, heads, head_dim = rng.randint(2, 6), rng.randint(2, 4), 2
+    qkv_bias = rng.random() < 0.5
+    plain = _randomize(dense_cls(dim, num_heads=heads, attn_head_dim=head_dim, qkv_bias=qkv_bias))
+    plain.qkv = ELASTIC_TYPES[nn.Linear].convert(plain.qkv)
+    plain.proj = ELASTIC_TYPES[nn.Linear].convert(plain.proj)
+    active_heads, active_dim = _size(rng, heads), _size(rng, dim)
+    width, attn_dim = active_heads * head_dim, heads * head_dim
+    qkv = [part * attn_dim + i for part in range(3) for i in range(width)]
+    slices = {
+        "qkv.weight": ("qkv.weight", lambda t: t[qkv][:, :active_dim]),
+        "proj.weight": ("proj.weight", lambda t: t[:active_dim, :width]),
+        "proj.bias": ("proj.bias", lambda t: t[:active_dim]),
+    }
+    if qkv_bias:
+        slices["qkv.bias"] = ("qkv.bias", lambda t: t[qkv])
+    reference = dense_cls(active_dim, num_heads=active_heads, attn_head_dim=head_dim, qkv_bias=qkv_bias)
+
+    def activate(module: nn.Module, device: torch.device) -> None:
+        module.active_features = width
+        module.qkv.active_in, module.qkv.active_out = active_dim, torch.tensor(qkv, device=device)
+        module.proj.active_in, module.proj.active_out = width, active_dim
+
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, reference, slices),
+        activate,
+        lambda dtype, device: (torch.randn(2, 5, active_dim, dtype=dtype, device=device),),
+        slices,
+    )
+
+
+def stage_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """A RegNet stage skipping some of its blocks; the dense stage keeps the kept blocks' names."""
+    depth = rng.randint(2, 4)
+    plain = _randomize(dense_cls(depth, 4, 4, stride=1, dilation=1, group_size=2, se_ratio=rng.choice([0.0, 0.25])))
+    names = list(plain._modules)
+    # At least one block skipped: with none, the stage runs its own (dense) forward.
+    skipped = frozenset(rng.sample(range(depth), rng.randint(1, depth - 1)))
+    kept = [names[i] for i in range(depth) if i not in skipped]
+    reference = copy.deepcopy(plain)
+    reference._modules = {name: reference._modules[name] for name in kept}
+    slices = {
+        f"{block}.{name}": (f"{block}.{name}", lambda t: t)
+        for block in kept
+        for name, _ in [*plain._modules[block].named_parameters(), *plain._modules[block].named_buffers()]
+    }
+
+    def activate(module: nn.Module, device: torch.device) -> None:
+        module.skipped = skipped
+
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, reference, slices),
+        activate,
+        lambda dtype, device: (torch.randn(2, 4, 5, 5, dtype=dtype, device=device),),
+        slices,
+    )
+
+
+def layer_scale_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """timm's ``LayerScale`` (channels last) or ``LayerScale2d`` (channels first): a sliced ``gamma``."""
+    features = rng.randint(2, 9)
+    plain = _randomize(dense_cls(features))
+    active, rows, _ = _prefix_or_index(rng, features)
+    slices = {"gamma": ("gamma", rows)}
+    shape = (2, _count(active), 3, 3) if dense_cls is LayerScale2d else (2, 3, _count(active))
+
+    def activate(module: nn.Module, device: torch.device) -> None:
+        module.active_features = _as_index(active, device)
+
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, dense_cls(_count(active)), slices),
+        activate,
+        lambda dtype, device: (torch.randn(*shape, dtype=dtype, device=device),),
+        slices,
+    )
+
+
+def convnext_block_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """A ConvNeXt block at a smaller width: its ``gamma`` follows the channels, as the timm adapter plans it."""
+    channels, ratio, kernel = rng.randint(2, 6), rng.choice([1, 2]), rng.choice([3, 5])
+    conv_mlp = rng.random() < 0.5  # 1x1 convolutions and LayerNorm2d instead of linears and LayerNorm
+
+    def make(n: int) -> nn.Module:
+        return dense_cls(n, kernel_size=kernel, mlp_ratio=ratio, conv_mlp=conv_mlp, ls_init_value=1.0)
+
+    plain = _randomize(make(channels))
+    active = _size(rng, channels)
+    hidden = ratio * active
+    for path in ("conv_dw", "norm", "mlp.fc1", "mlp.fc2"):
+        parent, _, name = path.rpartition(".")
+        owner = plain.get_submodule(parent)
+        setattr(owner, name, ELASTIC_TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
+    rows: Slicer = lambda t: t[:active]  # noqa: E731
+    slices = {
+        "gamma": ("gamma", rows),
+        "conv_dw.weight": ("conv_dw.weight", rows),
+        "conv_dw.bias": ("conv_dw.bias", rows),
+        "norm.weight": ("norm.weight", rows),
+        "norm.bias": ("norm.bias", rows),
+        "mlp.fc1.weight": ("mlp.fc1.weight", lambda t: t[:hidden, :active]),
+        "mlp.fc1.bias": ("mlp.fc1.bias", lambda t: t[:hidden]),
+        "mlp.fc2.weight": ("mlp.fc2.weight", lambda t: t[:active, :hidden]),
+        "mlp.fc2.bias": ("mlp.fc2.bias", rows),
+    }
+
+    def activate(module: nn.Module, device: torch.device) -> None:
+        module.active_features = module.conv_dw.active_out = module.norm.active_features = active
+        module.mlp.fc1.active_in, module.mlp.fc1.active_out = active, hidden
+        module.mlp.fc2.active_in, module.mlp.fc2.active_out = hidden, active
+
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, make(active), slices),
+        activate,
+        lambda dtype, device: (torch.randn(2, active, 5, 5, dtype=dtype, device=device),),
+        slices,
+    )
+
+
+def vision_transformer_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
+    """A ViT at a smaller embedding: class / register tokens and position embedding follow it (no blocks:
+    the attention and layer scales have cases of their own)."""
+    embed = rng.randint(2, 6)
+    options = {"reg_tokens": rng.choice([0, 1]), "global_pool": rng.choice(["token", "avg"])}
+
+    def make(n: int) -> nn.Module:
+        return dense_cls(img_size=8, patch_size=4, num_classes=3, embed_dim=n, depth=0, num_heads=1, **options)
+
+    plain = _randomize(make(embed))
+    active = _size(rng, embed)
+    norm = "norm" if options["global_pool"] == "token" else "fc_norm"
+    for path in ("patch_embed.proj", norm, "head"):
+        parent, _, name = path.rpartition(".")
+        owner = plain.get_submodule(parent)
+        setattr(owner, name, ELASTIC_TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
+    last: Slicer = lambda t: t[..., :active]  # noqa: E731
+    slices = {name: (name, last) for name in ("cls_token", "reg_token", "pos_embed") if name in plain._parameters}
+    slices.update(
+        {
+            "patch_embed.proj.weight": ("patch_embed.proj.weight", lambda t: t[:active]),
+            "patch_embed.proj.bias": ("patch_embed.proj.bias", lambda t: t[:active]),
+            f"{norm}.weight": (f"{norm}.weight", lambda t: t[:active]),
+            f"{norm}.bias": (f"{norm}.bias", lambda t: t[:active]),
+            "head.weight": ("head.weight", lambda t: t[:, :active]),
+            "head.bias": ("head.bias", lambda t: t),
+        }
+    )
+
+    def activate(module: nn.Module, device: torch.device) -> None:
+        module.active_features = module.patch_embed.proj.active_out = active
+        module.get_submodule(norm).active_features = module.head.active_in = active
+
+    return Case(
+        ELASTIC_TYPES[dense_cls].convert(plain),
+        _by_hand(plain, make(active), slices),
+        activate,
+        lambda dtype, device: (torch.randn(2, 3, 8, 8, dtype=dtype, device=device),),
+        slices,
+    )
+
+
 #: Case factory for each elastic class (looked up along the elastic class's MRO, so that the
 #: Hugging Face classes created per model class share one factory).
 FACTORIES: dict[type, Callable[[type[nn.Module], random.Random], Case]] = {
@@ -373,6 +622,21 @@ if _hf_elastic is not None:
             _hf_elastic._ElasticConv1D: conv1d_case,
             _hf_elastic._ElasticRMSNorm: rms_norm_case,
             _hf_elastic._ElasticGPT2Attention: gpt2_attention_case,
+        }
+    )
+if _timm_elastic is not None:
+    FACTORIES.update(
+        {
+            _timm_elastic._ElasticBatchNormAct: batch_norm_act_case,
+            _timm_elastic._ElasticLayerNorm2d: layer_norm_2d_case,
+            _timm_elastic._ElasticConv2dSame: conv2d_same_case,
+            _timm_elastic._ElasticAttention: timm_attention_case,
+            _timm_elastic._ElasticStage: stage_case,
+            # Vector-holding classes differ in how their forward uses the vectors: one case per class.
+            ELASTIC_TYPES[LayerScale]: layer_scale_case,
+            ELASTIC_TYPES[LayerScale2d]: layer_scale_case,
+            ELASTIC_TYPES[ConvNeXtBlock]: convnext_block_case,
+            ELASTIC_TYPES[VisionTransformer]: vision_transformer_case,
         }
     )
 
@@ -399,7 +663,16 @@ def make_case(dense_cls: type[nn.Module], seed: int) -> Case:
 
 REGISTERED = list(ELASTIC_TYPES)
 SEEDS = range(4)
-CASES = [pytest.param(d, s, id=f"{ELASTIC_TYPES[d].__name__}-{s}") for d in REGISTERED for s in SEEDS]
+
+
+def _case_id(dense_cls: type[nn.Module]) -> str:
+    # timm's Linear and LayerNorm get elastic classes named like torch's: name the family too.
+    family = dense_cls.__module__.partition(".")[0]
+    name = ELASTIC_TYPES[dense_cls].__name__
+    return name if family == "torch" else f"{family}.{name}"
+
+
+CASES = [pytest.param(d, s, id=f"{_case_id(d)}-{s}") for d in REGISTERED for s in SEEDS]
 
 
 def test_every_registered_type_has_a_case_factory() -> None:
@@ -410,6 +683,9 @@ def test_every_registered_type_has_a_case_factory() -> None:
     assert expected | {nn.Sequential, nn.ModuleList} <= set(REGISTERED)
     if _hf_elastic is not None:
         assert {Conv1D, LlamaRMSNorm, GPT2Attention} <= set(REGISTERED)
+    if _timm_elastic is not None:
+        timm_types = {BatchNormAct2d, LayerNorm2d, TimmLayerNorm, TimmLinear, Conv2dSame, TimmAttention, RegStage}
+        assert timm_types | {LayerScale, LayerScale2d, ConvNeXtBlock, VisionTransformer} <= set(REGISTERED)
 
 
 def _dense(elastic: nn.Module) -> nn.Module:

@@ -131,6 +131,26 @@ def test_vit_heads_mlp_embedding_and_depth() -> None:
     assert not any("attn.qkv: width fixed" in note for note in net.plan.notes)
 
 
+def test_vits_with_and_without_register_tokens_share_one_process() -> None:
+    # One elastic class per timm class: it slices every vector any instance holds, so a ViT without
+    # register tokens still converts after one with them (it used to raise a ValueError).
+    from timm.models.vision_transformer import VisionTransformer
+
+    x = torch.randn(2, 3, 16, 16)
+    for reg_tokens in (2, 0, 1):
+        model = VisionTransformer(
+            img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, reg_tokens=reg_tokens, num_classes=3
+        ).eval()
+        net = Supernet(model, example_input=x)
+        arch = {"patch_embed.proj": 8}
+        dense = net.extract(arch).eval()
+        assert dense.cls_token.shape == (1, 1, 8) and dense.pos_embed.shape[-1] == 8
+        assert (dense.reg_token is None) if reg_tokens == 0 else dense.reg_token.shape == (1, reg_tokens, 8)
+        with net.use(arch), torch.no_grad():
+            expected = net.model(x)
+        torch.testing.assert_close(dense(x), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_grouped_convolutions_shrink_by_whole_groups() -> None:
     model, size = _build("regnetx_002")
     net = Supernet(model, example_input=torch.randn(1, 3, size, size))

@@ -94,11 +94,7 @@ class _ElasticVectors(ElasticModule):
     active_features: Index
 
     def active_tensors(self) -> dict[str, Tensor]:
-        return {
-            name: take(self._parameters[name], -1, self.active_features)
-            for name in self._vectors
-            if self._parameters.get(name) is not None
-        }
+        return {name: getattr(self, name) for name in self._vectors if self._parameters.get(name) is not None}
 
     def _dense_attributes(self) -> dict[str, Any]:
         return {}
@@ -107,7 +103,9 @@ class _ElasticVectors(ElasticModule):
 def _vector_property(name: str) -> property:
     def get(self: _ElasticVectors) -> Tensor | None:
         param = self._parameters.get(name)
-        return None if param is None else take(param, -1, self.active_features)
+        if param is None or param.shape[-1] == 1:  # absent here, or a length-1 "vector" that broadcasts
+            return param
+        return take(param, -1, self.active_features)
 
     return property(get, doc=f"The active slice of ``{name}``.")
 
@@ -220,8 +218,13 @@ def elastic_vectors(dense_cls: type[nn.Module], names: tuple[str, ...]) -> type[
     """
     attrs = {name: _vector_property(name) for name in names}
     cls = _elastic_class(dense_cls, _ElasticVectors, _vectors=names, **attrs)
-    if cls._vectors != names:  # type: ignore[attr-defined]
-        raise ValueError(f"{dense_cls.__name__} was registered with vectors {cls._vectors}, not {names}")  # type: ignore[attr-defined]
+    # Instances of one class differ in the vectors they hold (a ViT with or without register
+    # tokens): the class slices every name it has met, each instance the ones it has.
+    new = tuple(name for name in names if name not in cls._vectors)  # type: ignore[attr-defined]
+    if new:
+        for name in new:
+            setattr(cls, name, _vector_property(name))
+        cls._vectors = (*cls._vectors, *new)  # type: ignore[attr-defined]
     return cls
 
 
