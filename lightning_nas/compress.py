@@ -53,7 +53,12 @@ _CHECKPOINTS = "checkpoints"
 
 
 def encoder_params(supernet: Any, arch: dict[str, int]) -> float:
-    """Parameters of a sub-network outside its token, position and type embeddings."""
+    """Parameters of a sub-network outside its ``nn.Embedding`` modules (token, position, type embeddings).
+
+    Everything else counts: the encoder layers, the embeddings' LayerNorm, the pooler and the task
+    head. The same rule on a plain model is :func:`dense_encoder_params`, so the figure the report
+    prints for an export equals ``dense_encoder_params`` of the reloaded model.
+    """
     return float(supernet.num_params(arch) - supernet.num_params(arch, where=_is_embedding))
 
 
@@ -371,7 +376,7 @@ def infer_task(model_dir: str | Path) -> str:
 
 _GENERIC_COLUMNS = (
     ("params", "params (all)", "{:,}"),
-    ("encoder_params", "params w/o embeddings", "{:,.0f}"),
+    ("encoder_params", "params outside nn.Embedding", "{:,.0f}"),
 )
 _COST_COLUMNS = (
     ("latency_b32_ms", "latency b32 (ms)", "{:.1f}"),
@@ -658,7 +663,6 @@ def _run(
 ) -> CompressionReport:
     """The job after the checks: fine-tune as a supernet, search, export, measure, report."""
     import lightning as L
-    import optuna
 
     import lightning_nas._jobs as jobs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
@@ -697,7 +701,9 @@ def _run(
         adapter_options=adapter_options,
     )
     supernet = supernet_callback.build(module)
-    console.say(f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params w/o embeddings")
+    console.say(
+        f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params outside nn.Embedding"
+    )
 
     def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
         console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
@@ -716,6 +722,7 @@ def _run(
         exporter=exporter,
         loader=load_hf,
         seed=seed,
+        verbose=False,  # the report below says what the search found, with the before/after figures
     )
     on_terminal = jobs.interactive()
     callbacks: list[Any] = [
@@ -748,16 +755,10 @@ def _run(
         f"{epochs} epoch(s) x {steps_per_epoch} steps, strategy {strategy}; checkpoints in {out / _CHECKPOINTS}"
         + (f"; resuming from {resume_from}" if resume_from else ""),
     )
-    optuna_level = optuna.logging.get_verbosity()
-    if not on_terminal:  # no progress bar to show the search: one line per trial instead
-        optuna.logging.set_verbosity(optuna.logging.INFO)
-    try:
-        with quiet_lightning(), warnings.catch_warnings():
-            # Resuming writes into the checkpoint folder of the same run, on purpose.
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    finally:
-        optuna.logging.set_verbosity(optuna_level)
+    with quiet_lightning(), warnings.catch_warnings():
+        # Resuming writes into the checkpoint folder of the same run, on purpose.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if search.best_model is None:
         raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
 

@@ -187,6 +187,10 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
     assert compressed["params"] < original["params"]
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(report.export_path)
     assert sum(p.numel() for p in reloaded.parameters()) == compressed["params"]
+    # The printed rule, applied by hand to the reloaded model, gives the printed figure.
+    assert "params outside nn.Embedding" in report.table()
+    embeddings = {id(p) for m in reloaded.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    assert compressed["encoder_params"] == sum(p.numel() for p in reloaded.parameters() if id(p) not in embeddings)
     tokenizer = transformers.AutoTokenizer.from_pretrained(report.export_path)
     batch = tokenizer(["a fine film", "a dull one"], return_tensors="pt", padding=True)
     assert reloaded(**batch).logits.shape == (2, 2)
