@@ -59,7 +59,8 @@ def test_own_script_gets_the_summary_not_optuna_trial_logs(tmp_path, capfd) -> N
     out, err = capfd.readouterr()
     printed = out + err
     assert "finished with value" not in printed and "A new study created" not in printed
-    assert "Pareto front of study 'own' (feasible: params <= 0.5 x full)" in out
+    full = search.result.study.trials[0].user_attrs["params"]  # trial 0: the full network, enqueued first
+    assert f"Pareto front of study 'own' (feasible: params <= 0.5 x full = {0.5 * full:,.0f}), best first" in out
     assert f"Best architecture (trial {search.result.best.number}): {search.result.best_arch}" in out
     assert f"Exported to {search.export_path}" in out
     assert f"load_module({str(search.export_path.absolute())!r})" in out

@@ -232,6 +232,7 @@ class OneShotSearch(L.Callback):
         self.verbose = verbose
         self.progress = progress
         self.storage_used: str | optuna.storages.BaseStorage | None = None
+        self.limits_used: dict[str, float] = {}
         self.result: SearchResult | None = None
         self.best_model: Any = None
         self.export_path: Path | None = None
@@ -319,6 +320,7 @@ class OneShotSearch(L.Callback):
             )
         limits = self.limits(supernet)
         self.storage_used = storage
+        self.limits_used = limits
         log.info(
             "one-shot search of %s architectures, study %r in %s", f"{supernet.space.size:,}", self.study_name, storage
         )
@@ -367,9 +369,15 @@ class OneShotSearch(L.Callback):
         load it and how to open the study."""
         if self.result is None:
             return "OneShotSearch: no search has run"
-        limits = {k: v for k, v in self.limits_requested.items() if v is not None}
         budget = ", ".join(
-            f"{k} <= {v:,.6g}" + (" x full" if isinstance(v, float) and v <= 1 else "") for k, v in limits.items()
+            f"{name} <= {limit:,.6g}"
+            + (
+                f" x full = {self.limits_used.get(name, limit):,.0f}"
+                if self.limits_used.get(name, limit) != limit
+                else ""
+            )
+            for name, limit in self.limits_requested.items()
+            if limit is not None
         )
         lines = [
             f"\nPareto front of study {self.study_name!r}"
