@@ -16,8 +16,10 @@ instantly.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -641,6 +643,31 @@ def compress(
     )
 
 
+def _without_transformers_bars(run: Any) -> Any:
+    """transformers' weight loading / writing bars off while ``run`` runs, when stderr is not a terminal.
+
+    In a log each bar is a line of carriage-return frames and says nothing the phase lines do not;
+    on a terminal they stay, and the user's setting is restored afterwards.
+    """
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from transformers.utils import logging as hf_logging
+
+        from lightning_nas._jobs import interactive
+
+        if interactive(sys.stderr) or not hf_logging.is_progress_bar_enabled():
+            return run(*args, **kwargs)
+        hf_logging.disable_progress_bar()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            hf_logging.enable_progress_bar()
+
+    return wrapper
+
+
+@_without_transformers_bars
 def _run(
     job: CompressTask,
     data: Any,
@@ -733,16 +760,17 @@ def _run(
     ]
     if not on_terminal:
         callbacks.append(jobs.StepProgress(console, progress_interval))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        logger=False,
-        enable_progress_bar=on_terminal,
-        enable_model_summary=False,
-        limit_train_batches=limit_train_batches,
-        num_sanity_val_steps=0,
-    )
+    with quiet_lightning():  # the accelerator banner and logger tips
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            callbacks=callbacks,
+            default_root_dir=str(out),
+            logger=False,
+            enable_progress_bar=on_terminal,
+            enable_model_summary=False,
+            limit_train_batches=limit_train_batches,
+            num_sanity_val_steps=0,
+        )
     steps_per_epoch = len(datamodule.train_dataloader())
     if limit_train_batches is not None:
         steps_per_epoch = (
