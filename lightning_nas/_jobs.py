@@ -24,7 +24,9 @@ __all__ = [
     "check_out_dir",
     "check_positive",
     "cli_command",
+    "dashboard_hint",
     "interactive",
+    "module_load_instructions",
 ]
 
 
@@ -73,6 +75,32 @@ def cli_command() -> str:
         return str(beside)
     found = shutil.which("lightning-nas")
     return found or f"{sys.executable} -m lightning_nas.cli"
+
+
+def dashboard_hint(storage: object) -> str:
+    """The line that opens a study storage in optuna-dashboard, as a command that works as printed.
+
+    Example:
+        >>> dashboard_hint("sqlite:////tmp/run/nas.db").endswith(" dashboard /tmp/run/nas.db")
+        True
+    """
+    text = str(storage)
+    path = text[len("sqlite:///") :] if text.startswith("sqlite:///") else text
+    return f"Open the study: {cli_command()} dashboard {path}"
+
+
+def module_load_instructions(path: str | os.PathLike[str]) -> list[str]:
+    """The Python lines that load a plain-torch export; each runs verbatim in a fresh interpreter.
+
+    Example:
+        >>> module_load_instructions("/tmp/demo/best_subnet")[0]
+        "from lightning_nas.export import load_module; model = load_module('/tmp/demo/best_subnet')"
+    """
+    path = str(Path(path).absolute())
+    return [
+        f"from lightning_nas.export import load_module; model = load_module({path!r})",
+        f"import torch; model = torch.export.load({str(Path(path) / 'model.pt2')!r}).module()",
+    ]
 
 
 class Console:

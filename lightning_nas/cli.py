@@ -67,13 +67,6 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _dashboard_hint(storage: str) -> str:
-    from lightning_nas._jobs import cli_command
-
-    path = storage[len("sqlite:///") :] if storage.startswith("sqlite:///") else storage
-    return f"Open the study: {cli_command()} dashboard {path}"
-
-
 def _demo(args: argparse.Namespace) -> int:
     from lightning_nas.demo import run_demo
 
@@ -123,6 +116,7 @@ def _compress(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         block_size=args.block_size,
     )
+    from lightning_nas._jobs import dashboard_hint
     from lightning_nas.adapters._hf_compressed import load_instructions
 
     auto_class = TASKS[args.task or infer_task(model_dir)].auto_class
@@ -130,7 +124,7 @@ def _compress(args: argparse.Namespace) -> int:
     print(f"\nExported to {report.export_path}; load it with:\n  {load_instructions(report.export_path, auto_class)}")
     print(f"Report: {report.report_path}")
     print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
-    print(_dashboard_hint(report.study_storage))
+    print(dashboard_hint(report.study_storage))
     return 0
 
 

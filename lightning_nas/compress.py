@@ -16,8 +16,10 @@ instantly.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,7 +56,12 @@ _CHECKPOINTS = "checkpoints"
 
 
 def encoder_params(supernet: Any, arch: dict[str, int]) -> float:
-    """Parameters of a sub-network outside its token, position and type embeddings."""
+    """Parameters of a sub-network outside its ``nn.Embedding`` modules (token, position, type embeddings).
+
+    Everything else counts: the encoder layers, the embeddings' LayerNorm, the pooler and the task
+    head. The same rule on a plain model is :func:`dense_encoder_params`, so the figure the report
+    prints for an export equals ``dense_encoder_params`` of the reloaded model.
+    """
     return float(supernet.num_params(arch) - supernet.num_params(arch, where=_is_embedding))
 
 
@@ -376,7 +383,7 @@ def infer_task(model_dir: str | Path) -> str:
 
 _GENERIC_COLUMNS = (
     ("params", "params (all)", "{:,}"),
-    ("encoder_params", "params w/o embeddings", "{:,.0f}"),
+    ("encoder_params", "params outside nn.Embedding", "{:,.0f}"),
 )
 _COST_COLUMNS = (
     ("latency_b32_ms", "latency b32 (ms)", "{:.1f}"),
@@ -662,6 +669,31 @@ def compress(
     )
 
 
+def _without_transformers_bars(run: Any) -> Any:
+    """transformers' weight loading / writing bars off while ``run`` runs, when stderr is not a terminal.
+
+    In a log each bar is a line of carriage-return frames and says nothing the phase lines do not;
+    on a terminal they stay, and the user's setting is restored afterwards.
+    """
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from transformers.utils import logging as hf_logging
+
+        from lightning_nas._jobs import interactive
+
+        if interactive(sys.stderr) or not hf_logging.is_progress_bar_enabled():
+            return run(*args, **kwargs)
+        hf_logging.disable_progress_bar()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            hf_logging.enable_progress_bar()
+
+    return wrapper
+
+
+@_without_transformers_bars
 def _run(
     job: CompressTask,
     data: Any,
@@ -684,7 +716,6 @@ def _run(
 ) -> CompressionReport:
     """The job after the checks: fine-tune as a supernet, search, export, measure, report."""
     import lightning as L
-    import optuna
 
     import lightning_nas._jobs as jobs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
@@ -723,7 +754,9 @@ def _run(
         adapter_options=adapter_options,
     )
     supernet = supernet_callback.build(module)
-    console.say(f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params w/o embeddings")
+    console.say(
+        f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params outside nn.Embedding"
+    )
 
     def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
         console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
@@ -742,6 +775,7 @@ def _run(
         exporter=exporter,
         loader=load_hf,
         seed=seed,
+        verbose=False,  # the report below says what the search found, with the before/after figures
     )
     on_terminal = jobs.interactive()
     callbacks: list[Any] = [
@@ -775,16 +809,10 @@ def _run(
         f"{epochs} epoch(s) x {steps_per_epoch} steps, strategy {strategy}; checkpoints in {out / _CHECKPOINTS}"
         + (f"; resuming from {resume_from}" if resume_from else ""),
     )
-    optuna_level = optuna.logging.get_verbosity()
-    if not on_terminal:  # no progress bar to show the search: one line per trial instead
-        optuna.logging.set_verbosity(optuna.logging.INFO)
-    try:
-        with quiet_lightning(), warnings.catch_warnings():
-            # Resuming writes into the checkpoint folder of the same run, on purpose.
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    finally:
-        optuna.logging.set_verbosity(optuna_level)
+    with quiet_lightning(), warnings.catch_warnings():
+        # Resuming writes into the checkpoint folder of the same run, on purpose.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if search.best_model is None:
         raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
 

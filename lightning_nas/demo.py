@@ -6,7 +6,6 @@ search and export come from two callbacks in :func:`run_demo`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -16,20 +15,6 @@ import torch
 from lightning_nas.apps.digits import DigitsClassifier, DigitsCNN, DigitsDataModule
 
 __all__ = ["DigitsCNN", "DigitsClassifier", "DigitsDataModule", "run_demo"]
-
-
-def load_instructions(path: str | os.PathLike[str]) -> list[str]:
-    """The Python lines the demo prints to load its export; each runs verbatim in a fresh interpreter.
-
-    Example:
-        >>> load_instructions("/tmp/demo/best_subnet")[0]
-        "from lightning_nas.export import load_module; model = load_module('/tmp/demo/best_subnet')"
-    """
-    path = str(Path(path).absolute())
-    return [
-        f"from lightning_nas.export import load_module; model = load_module({path!r})",
-        f"import torch; model = torch.export.load({str(Path(path) / 'model.pt2')!r}).module()",
-    ]
 
 
 def run_demo(
@@ -42,8 +27,9 @@ def run_demo(
 ) -> dict[str, float]:
     """Train a supernet on digits, search it, export the best sub-network under a budget, reload it.
 
-    Prints the search space, the Pareto front, a before/after table and how to open the study in
-    optuna-dashboard. Returns the test accuracy and size of the full and exported networks.
+    Prints the search space, then :class:`~lightning_nas.callbacks.OneShotSearch`'s summary (Pareto
+    front, export, how to load it and open the study), then a before/after table on the test set.
+    Returns the test accuracy and size of the full and exported networks.
 
     Raises:
         ValueError: ``epochs``, ``n_trials`` or ``width`` not > 0, or ``max_params`` outside (0, 1],
@@ -52,6 +38,7 @@ def run_demo(
     from lightning_nas import _jobs
     from lightning_nas._table import format_table
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
+    from lightning_nas.callbacks._quiet import quiet_lightning
     from lightning_nas.metrics import count_flops, count_params
 
     _jobs.check_positive(epochs=epochs, n_trials=n_trials, width=width)
@@ -71,18 +58,18 @@ def run_demo(
         study_name="digits-demo",
         seed=seed,
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=[supernet_callback, search],
-        default_root_dir=str(out),
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, data)
-    supernet = supernet_callback.supernet
-    print("\nSearch space\n" + supernet.describe())
-    print(f"\nPareto front (feasible: params <= {max_params:g} x full)\n" + search.result.table())
+    supernet = supernet_callback.build(module)
+    print("Search space\n" + supernet.describe() + "\n", flush=True)
+    with quiet_lightning():  # the Trainer's banners and tips; the search prints its own summary
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            callbacks=[supernet_callback, search],
+            default_root_dir=str(out),
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, data)
 
     data.setup()
     test_x = torch.cat([x for x, _ in data.test_dataloader()])
@@ -100,11 +87,7 @@ def run_demo(
         rows.append([name, f"{accuracy:.4f}", f"{params:,}", f"{flops:,}"])
     print("\nTest set (270 held-out digits)\n" + format_table(["model", "test_acc", "params", "flops"], rows))
     print(
-        f"\nExported to {search.export_path}: model.pt2 (torch.export program), model.safetensors (weights), "
-        "arch.json (architecture, checksums)"
+        f"\n{search.export_path} holds model.pt2 (torch.export program: loads with plain torch, none of this "
+        "model's code, no pickle), model.safetensors (weights), arch.json (architecture, checksums)"
     )
-    print("Load it in Python (plain torch, none of this model's code, no pickle):")
-    for line in load_instructions(search.export_path):
-        print(f"  {line}")
-    print(f"Open the study: {_jobs.cli_command()} dashboard {out / 'nas.db'}")
     return results

@@ -37,6 +37,7 @@ __all__ = [
     "cost_functions",
     "create_search_study",
     "enforce_limits",
+    "format_cost",
     "one_shot_search",
     "record_costs",
     "resolve_limits",
@@ -264,24 +265,51 @@ class SearchResult:
         return None if self.best is None else dict(self.best.user_attrs["arch"])
 
     def table(self) -> str:
-        """The Pareto front as a text table."""
+        """The Pareto front as a text table, with what its ``trial`` and ``arch`` columns mean.
+
+        ``arch`` shows ``name=value`` pairs when they are short, else the values in the order a
+        legend line below the table names. When a constrained sampler recorded rejected
+        over-budget proposals as trials, a line says how many of the trials were evaluated.
+        """
         costs = [c for c in self.cost_names if any(c in t.user_attrs for t in self.front)]
+        archs = [dict(t.user_attrs["arch"]) for t in self.front]
+        pairs = [" ".join(f"{k}={v}" for k, v in arch.items()) for arch in archs]
+        as_pairs = all(len(p) <= _ARCH_PAIRS_WIDTH for p in pairs)
         rows = []
-        for t in self.front:
-            arch = t.user_attrs["arch"]
+        for t, arch, shown in zip(self.front, archs, pairs):
             rows.append(
                 [
                     t.number,
                     f"{t.values[0]:.4f}",
-                    *(_format_cost(c, t.user_attrs.get(c)) for c in costs),
-                    "/".join(str(v) for v in arch.values()),
+                    *(format_cost(c, t.user_attrs.get(c)) for c in costs),
+                    shown if as_pairs else "/".join(str(v) for v in arch.values()),
                 ]
             )
         header = ["trial", self.metric_name, *(c + (" (ms)" if c == "latency" else "") for c in costs), "arch"]
-        return format_table(header, rows)
+        lines = [format_table(header, rows)]
+        if archs and not as_pairs:
+            lines.append("arch = " + "/".join(archs[0]))
+        trials = self.study.get_trials(deepcopy=False)
+        rejected = sum(is_rejection(t) for t in trials)
+        if rejected:
+            lines.append(
+                f"trial numbers include {rejected} over-budget proposals the sampler rejected unevaluated: "
+                f"{len(trials) - rejected} of {len(trials)} trials ran"
+            )
+        return "\n".join(lines)
 
 
-def _format_cost(name: str, value: float | None) -> str:
+#: Longest ``name=value`` list shown as such in the ``arch`` column; longer ones get a legend.
+_ARCH_PAIRS_WIDTH = 40
+
+
+def format_cost(name: str, value: float | None) -> str:
+    """A cost as tables show it: latency in ms with 3 decimals, counts with thousands separators.
+
+    Example:
+        >>> format_cost("params", 12345.0), format_cost("latency", 1.23456), format_cost("flops", None)
+        ('12,345', '1.235', '-')
+    """
     if value is None:
         return "-"
     return f"{value:.3f}" if name == "latency" else f"{value:,.0f}"
@@ -342,6 +370,7 @@ def one_shot_search(
     sampler: optuna.samplers.BaseSampler | None = None,
     seed: int | None = 0,
     show_progress_bar: bool = False,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> SearchResult:
     """Search the supernet's sub-networks in an Optuna study and return the Pareto front.
 
@@ -368,6 +397,9 @@ def one_shot_search(
         sampler: Any Optuna sampler (default NSGA-II for several objectives, else TPE, wrapped in
             a :class:`~lightning_nas.samplers.ConstrainedSampler` when there are limits).
         seed: Seed of the default sampler.
+        show_progress_bar: Optuna's progress bar over the remaining trials.
+        callbacks: Called as ``callback(study, trial)`` after each evaluated trial (as in
+            ``study.optimize``), e.g. to print a line per trial.
 
     Example:
         >>> import optuna, torch
@@ -396,7 +428,13 @@ def one_shot_search(
     remaining = n_trials - len(evaluated)
     objective = SubnetObjective(supernet, evaluate, objectives, limits, functions)
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress_bar)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            catch=(Exception,),
+            show_progress_bar=show_progress_bar,
+            callbacks=list(callbacks),
+        )
     return search_result(study, metric_name, direction, tuple(dict.fromkeys(("params", *objectives, *limits))))
 
 

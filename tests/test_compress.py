@@ -49,12 +49,16 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 _FAST = ["--epochs", "1", "--trials", "2", "--max-length", "16", "--batch-size", "16", "--importance-batches", "1"]
 
 
-def test_compress_cli_on_the_users_csv_with_string_labels(tiny_bert_dir, tmp_path, capsys) -> None:
+def test_compress_cli_on_the_users_csv_with_string_labels(tiny_bert_dir, tmp_path, capfd) -> None:
     train = _write_csv(tmp_path / "reviews.csv", _reviews())
     out = tmp_path / "out"
     argv = ["compress", str(tiny_bert_dir), "--train", str(train), "--text-column", "review"]
     assert main([*argv, "--label-column", "sentiment", "--out", str(out), *_FAST]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capfd.readouterr()
+    # No terminal: no library bars, banners or tips on stderr; one line per search trial on stdout.
+    noise = ("Loading weights", "Writing model shards", "GPU available", "Tip:", "Trial 1 finished")
+    assert not [word for word in noise if word in err + printed], err[-2000:]
+    assert len(re.findall(r"\] trial \d+ \(\d of 2 done\): ", printed)) == 2
     for phase in (
         "data:",
         "loading model:",
@@ -190,6 +194,10 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
     assert compressed["params"] < original["params"]
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(report.export_path)
     assert sum(p.numel() for p in reloaded.parameters()) == compressed["params"]
+    # The printed rule, applied by hand to the reloaded model, gives the printed figure.
+    assert "params outside nn.Embedding" in report.table()
+    embeddings = {id(p) for m in reloaded.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    assert compressed["encoder_params"] == sum(p.numel() for p in reloaded.parameters() if id(p) not in embeddings)
     tokenizer = transformers.AutoTokenizer.from_pretrained(report.export_path)
     batch = tokenizer(["a fine film", "a dull one"], return_tensors="pt", padding=True)
     assert reloaded(**batch).logits.shape == (2, 2)

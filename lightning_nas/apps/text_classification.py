@@ -6,6 +6,7 @@ callbacks; used on their own they fine-tune a model the plain way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,49 @@ from torch.utils.data import DataLoader
 
 from lightning_nas.datasets import TextExamples
 
-__all__ = ["ResumableLoader", "TextClassifier", "TextDataModule", "evaluate_accuracy"]
+__all__ = ["ResumableLoader", "TextClassifier", "TextDataModule", "evaluate_accuracy", "load_with_new_head"]
+
+log = logging.getLogger(__name__)
+
+
+class _HeldLoadReport(logging.Filter):
+    """Holds back transformers' load report (a table of missing / mismatched keys) for a second look."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+
+def load_with_new_head(auto_class: Any, model_dir: str | Path, **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained(model_dir, **kwargs)``, saying in one line that a new task head was initialised.
+
+    transformers reports a head missing from the checkpoint (or of another size) as a multi-line
+    MISSING / MISMATCH table; here that is expected, so when only the head's keys are concerned the
+    table becomes one line on this module's logger. Any other load problem is reported as
+    transformers reports it.
+    """
+    hold = _HeldLoadReport()
+    source = logging.getLogger("transformers.modeling_utils")
+    source.addFilter(hold)
+    try:
+        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    finally:
+        source.removeFilter(hold)
+    prefix = f"{model.base_model_prefix}."
+    renewed = sorted({*info["missing_keys"], *(k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"])})
+    only_head = not info["unexpected_keys"] and all(not key.startswith(prefix) for key in renewed)
+    if hold.held and only_head:
+        log.warning("%s: new task head initialised (%s); fine-tuning trains it", model_dir, ", ".join(renewed))
+    else:
+        for record in hold.held:
+            source.handle(record)
+    return model
 
 
 class ResumableLoader(DataLoader):
@@ -119,8 +162,12 @@ class TextClassifier(L.LightningModule):
                     "label2id": {str(n): i for i, n in enumerate(label_names)},
                 }
             # A new task gets a new head: a head of another size in the checkpoint is replaced, not an error.
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, num_labels=num_labels, ignore_mismatched_sizes=True, **names
+            model = load_with_new_head(
+                AutoModelForSequenceClassification,
+                model_dir,
+                num_labels=num_labels,
+                ignore_mismatched_sizes=True,
+                **names,
             )
             # from_pretrained returns the model in eval mode and Lightning keeps each module's mode,
             # so without train() the fine-tuning would silently run without dropout.

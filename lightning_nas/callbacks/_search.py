@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,18 +16,21 @@ import lightning as L
 import optuna
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lightning_nas.callbacks._quiet import quiet_lightning
+from lightning_nas._jobs import Console, dashboard_hint, interactive, module_load_instructions
+from lightning_nas.callbacks._quiet import quiet_lightning, quiet_optuna
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export._files import check_target
 from lightning_nas.export.module import export_subnet, load_subnet
 from lightning_nas.inputs import call_model
+from lightning_nas.samplers import is_rejection
 from lightning_nas.search import (
     COSTS,
     SearchResult,
     TorchmetricsEvaluator,
     check_feasible,
     cost_functions,
+    format_cost,
     one_shot_search,
     resolve_limits,
 )
@@ -97,6 +101,31 @@ class LoggedMetricEvaluator:
         return float(results[0][self.metric])
 
 
+class _TrialLines:
+    """An Optuna callback printing one line per finished trial, for output without a terminal."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.console = Console("search")
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = sum(not is_rejection(t) for t in study.get_trials(deepcopy=False, states=_FINISHED))
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            names = study.metric_names or [f"value{i}" for i in range(len(trial.values))]
+            shown = ", ".join(
+                f"{name} {trial.values[0]:.4f}" if i == 0 else f"{name} {format_cost(name, value)}"
+                for i, (name, value) in enumerate(zip(names, trial.values))
+            )
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            shown = "over budget, not evaluated" if "constraints" in trial.user_attrs else "pruned"
+        else:
+            shown = trial.state.name.lower()
+        self.console.say(f"trial {trial.number} ({done} of {self.n_trials} done): {shown}")
+
+
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
 class OneShotSearch(L.Callback):
     """Search the sub-networks of the trained supernet when fit ends, then export the best one.
 
@@ -104,8 +133,13 @@ class OneShotSearch(L.Callback):
     evaluates a sub-network with inherited weights on the validation data: either a metric the
     LightningModule logs (``metric="val_acc"``) through its own ``validation_step``, or a
     torchmetrics ``Metric`` computed on the model outputs. The study goes to a SQLite file under
-    the trainer's log directory by default (open it with ``optuna-dashboard sqlite:///...``) and
+    the trainer's log directory by default (open it with ``lightning-nas dashboard <file>``) and
     is resumed if it exists.
+
+    While it searches, Optuna's per-trial INFO logs are off (the global Optuna verbosity is restored
+    afterwards); progress shows as Optuna's bar on a terminal, or a line per trial otherwise. At the
+    end it prints a summary: the Pareto front, the best architecture, where the export went, how
+    to load it and how to open the study.
 
     Args:
         metric: Logged metric name, or a torchmetrics ``Metric`` instance.
@@ -137,6 +171,9 @@ class OneShotSearch(L.Callback):
             own model class (:func:`~lightning_nas.export.load_subnet`).
         verify_batches: Validation batches the exporter checks the export on.
         seed: Seed of the default sampler.
+        verbose: Print the summary when the search ends (:meth:`summary`).
+        progress: Show the search's progress: Optuna's bar when the trainer has a progress bar
+            and stderr is a terminal, else a line per trial on stdout.
 
     Attributes:
         result: The :class:`~lightning_nas.search.SearchResult` after the search.
@@ -165,6 +202,8 @@ class OneShotSearch(L.Callback):
         loader: Callable[[Path], Any] | None = None,
         verify_batches: int = 2,
         seed: int = 0,
+        verbose: bool = True,
+        progress: bool = True,
     ) -> None:
         known = [*COSTS, *(costs or {})]
         unknown = [o for o in (*objectives, *(limits or {})) if o not in known]
@@ -190,6 +229,10 @@ class OneShotSearch(L.Callback):
         self.loader = loader
         self.verify_batches = verify_batches
         self.seed = seed
+        self.verbose = verbose
+        self.progress = progress
+        self.storage_used: str | optuna.storages.BaseStorage | None = None
+        self.limits_used: dict[str, float] = {}
         self.result: SearchResult | None = None
         self.best_model: Any = None
         self.export_path: Path | None = None
@@ -276,9 +319,34 @@ class OneShotSearch(L.Callback):
                 calibration_batches=self.calibration_batches,
             )
         limits = self.limits(supernet)
+        self.storage_used = storage
+        self.limits_used = limits
         log.info(
             "one-shot search of %s architectures, study %r in %s", f"{supernet.space.size:,}", self.study_name, storage
         )
+        bar = self.progress and trainer.progress_bar_callback is not None and interactive(sys.stderr)
+        lines = [_TrialLines(self.n_trials)] if self.progress and not bar else []
+        with quiet_optuna(), quiet_lightning():
+            self._search(supernet, evaluate, limits, storage, bar, lines)
+        if self.result.best is not None and self.export_dir is not False:
+            self.export_path = self.export_target(trainer)
+            self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path, val_loaders)
+            self.result.study.set_user_attr("export_path", str(self.export_path))
+            if isinstance(storage, str) and storage.startswith("sqlite:///"):
+                self._upload_artifacts(storage, self.export_path)
+        if self.verbose:
+            print(self.summary(), flush=True)
+        return self.result
+
+    def _search(
+        self,
+        supernet: Supernet,
+        evaluate: Callable[[Arch], float],
+        limits: Mapping[str, float | None],
+        storage: Any,
+        bar: bool,
+        callbacks: Sequence[Any],
+    ) -> None:
         self.result = one_shot_search(
             supernet,
             evaluate,
@@ -292,15 +360,54 @@ class OneShotSearch(L.Callback):
             study_name=self.study_name,
             sampler=self.sampler,
             seed=self.seed,
-            show_progress_bar=trainer.progress_bar_callback is not None,
+            show_progress_bar=bar,
+            callbacks=callbacks,
         )
-        if self.result.best is not None and self.export_dir is not False:
-            self.export_path = self.export_target(trainer)
-            self.best_model = self.export(supernet, self.result.best_arch, calibration, self.export_path, val_loaders)
-            self.result.study.set_user_attr("export_path", str(self.export_path))
-            if isinstance(storage, str) and storage.startswith("sqlite:///"):
-                self._upload_artifacts(storage, self.export_path)
-        return self.result
+
+    def summary(self) -> str:
+        """What the search found, as printed at its end: Pareto front, best architecture, export, how to
+        load it and how to open the study."""
+        if self.result is None:
+            return "OneShotSearch: no search has run"
+        budget = ", ".join(
+            f"{name} <= {limit:,.6g}"
+            + (
+                f" x full = {self.limits_used.get(name, limit):,.0f}"
+                if self.limits_used.get(name, limit) != limit
+                else ""
+            )
+            for name, limit in self.limits_requested.items()
+            if limit is not None
+        )
+        lines = [
+            f"\nPareto front of study {self.study_name!r}"
+            + (f" (feasible: {budget})" if budget else "")
+            + ", best first",
+            self.result.table(),
+        ]
+        if self.result.best is None:
+            lines.append("no sub-network met the limits: raise n_trials or the limits")
+        else:
+            lines.append(f"Best architecture (trial {self.result.best.number}): {self.result.best_arch}")
+        if self.export_path is not None:
+            lines.append(f"Exported to {self.export_path} (verified against the supernet)")
+            load = self._load_instructions(self.export_path)
+            if load:
+                lines.append("Load it in Python:")
+                lines.extend(f"  {line}" for line in load)
+        if self.storage_used is not None:
+            lines.append(dashboard_hint(self.storage_used))
+        return "\n".join(lines)
+
+    def _load_instructions(self, path: Path) -> list[str]:
+        if self.loader is not None:
+            name = getattr(self.loader, "__name__", None)
+            module = getattr(self.loader, "__module__", None)
+            if name is None or module is None or "<" in f"{module}.{name}":
+                return []
+            return [f"from {module} import {name}; model = {name}({str(path.absolute())!r})"]
+        exporter = getattr(self.exporter, "func", self.exporter)  # a functools.partial of export_subnet too
+        return module_load_instructions(path) if exporter is export_subnet else []
 
     def _upload_artifacts(self, storage: str, path: Path) -> None:
         """Attach the exported files to the study, so optuna-dashboard offers them for download.
