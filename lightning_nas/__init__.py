@@ -31,6 +31,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "SupernetCallback": "lightning_nas.callbacks",
     "OneShotSearch": "lightning_nas.callbacks",
+    "load_supernet_checkpoint": "lightning_nas.callbacks",
+    "search_checkpoint": "lightning_nas.callbacks",
     "compress": "lightning_nas.compress",
     "joint_search": "lightning_nas.hpo",
     "JointObjective": "lightning_nas.hpo",
@@ -72,11 +74,13 @@ __all__ = [
     "distillation_loss",
     "joint_search",
     "load_module",
+    "load_supernet_checkpoint",
     "measure_latency",
     "one_shot_search",
     "rank_archs",
     "reorder_by_importance",
     "save_module",
+    "search_checkpoint",
     "warmup",
 ]
 

@@ -34,6 +34,7 @@ class DigitsDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
         super().__init__()
+        self.save_hyperparameters()  # a checkpoint then rebuilds the data (``lightning-nas search``)
         self.batch_size = batch_size
         self.seed = seed
 
@@ -142,8 +143,15 @@ def run_demo(
 
     Prints the search space, the Pareto front, a before/after table and how to open the study in
     optuna-dashboard. Returns the test accuracy and size of the full and exported networks.
+
+    Training is checkpointed every epoch to ``<out_dir>/checkpoints/last.ckpt``; a run killed
+    midway resumes from it when started again with the same ``out_dir``, and so does the
+    search, from its study. A different network (``width``) in the same directory is refused
+    before training.
     """
     from pathlib import Path
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lightning_nas._table import format_table
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
@@ -163,15 +171,16 @@ def run_demo(
         study_name="digits-demo",
         seed=seed,
     )
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
     trainer = L.Trainer(
         max_epochs=epochs,
-        callbacks=[supernet_callback, search],
+        callbacks=[supernet_callback, search, checkpoints],
         default_root_dir=str(out),
         logger=False,
-        enable_checkpointing=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, data)
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.fit(module, data, ckpt_path=last if last.exists() else None, weights_only=True)
     supernet = supernet_callback.supernet
     print("\nSearch space\n" + supernet.describe())
     print(f"\nPareto front (feasible: params <= {max_params:g} x full)\n" + search.result.table())
@@ -193,4 +202,5 @@ def run_demo(
     print("\nTest set (270 held-out digits)\n" + format_table(["model", "test_acc", "params", "flops"], rows))
     print(f"\nExported to {search.export_path} (model.pt: torch.load; model.pt2: torch.export.load)")
     print(f"Open the study: optuna-dashboard sqlite:///{out / 'nas.db'}")
+    print(f"More search workers on this study: lightning-nas search {last} --n-trials N")
     return results

@@ -442,8 +442,12 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(text, **options)
     except Exception as err:  # noqa: BLE001 - driver errors differ; all of them mean "cannot open"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot open the study database {_redact(text)}: {reason}") from None
+        raise ValueError(f"cannot open the study database {_redact(text)}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _check_directory(url: str, directory: Path) -> None:
@@ -801,9 +805,12 @@ class _SearchWorker:
         self.worker = worker_id()
         self._nan_streak = 0
         self._last_nan: str | None = None
+        self._current: int | None = None
+        self.max_storage_errors = 5
 
     def run(self, study: optuna.Study, show_progress_bar: bool = False) -> None:
         progress = None
+        storage_errors = 0
         while True:
             if self.heartbeat:
                 with warnings.catch_warnings():
@@ -824,7 +831,15 @@ class _SearchWorker:
             if budget.done + budget.active + budget.waiting >= self.n_trials and not budget.waiting:
                 time.sleep(self.poll)  # the last trials run elsewhere; stay to retry them if they die
                 continue
-            study.optimize(self, n_trials=1, catch=(Exception,))
+            self._current = None
+            try:
+                study.optimize(self, n_trials=1, catch=(Exception,))
+                storage_errors = 0
+            except Exception as err:  # noqa: BLE001 - the objective's errors are caught inside: a storage error
+                storage_errors += 1
+                if storage_errors > self.max_storage_errors:
+                    raise
+                self._fail_current(study, err)
             if self._nan_streak >= self.max_nan_trials:
                 raise ValueError(
                     f"the metric {self.metric_name!r} was not finite in {self._nan_streak} consecutive trials "
@@ -832,6 +847,19 @@ class _SearchWorker:
                 )
         if progress is not None:
             progress.close()
+
+    def _fail_current(self, study: optuna.Study, err: Exception) -> None:
+        """After a storage error (e.g. SQLite busy with other writers): fail and retry the trial."""
+        log.warning("storage error in trial %s (%s); the trial is retried", self._current, _first_line(err))
+        if self._current is None:
+            return
+        try:
+            trial = study.get_trials(deepcopy=False)[self._current]
+            if trial.state == TrialState.RUNNING:
+                study.tell(self._current, state=TrialState.FAIL)
+                _retry_callback(self.max_retry)(study, study.get_trials(deepcopy=False)[self._current])
+        except Exception as again:  # noqa: BLE001 - still unreachable: left to the dead-trial checks
+            log.warning("could not fail trial %s: %s", self._current, _first_line(again))
 
     def _exhausted(self, trials: Sequence[FrozenTrial]) -> bool:
         """Every architecture of the space is known (evaluated, over budget or rejected)."""
@@ -848,6 +876,7 @@ class _SearchWorker:
         return len(known) >= size
 
     def __call__(self, trial: optuna.Trial) -> Any:
+        self._current = trial.number
         trial.set_user_attr("worker", self.worker)
         arch = self.space.suggest(trial)
         trial.set_user_attr("arch", arch)  # before reading the study: see _completed

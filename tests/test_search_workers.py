@@ -4,9 +4,13 @@ studies of another search, bad storages and metrics. Real SQLite / journal files
 from __future__ import annotations
 
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -149,3 +153,136 @@ def test_trial_of_a_dead_worker_is_failed_and_retried_on_resume(tmp_path) -> Non
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert len(_complete(study)) == 6
+
+
+# Worker processes on one study -------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+SLOW = "tests.slow_models.SlowDigitsClassifier"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A trained supernet checkpoint small enough for worker processes to start and evaluate fast."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_nas.callbacks import OneShotSearch, SupernetCallback
+    from lightning_nas.demo import DigitsClassifier, DigitsDataModule
+
+    out = tmp_path_factory.mktemp("ckpt")
+    search = OneShotSearch(metric="val_acc", n_trials=1, export_dir=False, calibration_batches=1, study_name="fit")
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        default_root_dir=out,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SupernetCallback(module="model"), search, ModelCheckpoint(dirpath=out, save_last=True)],
+    )
+    trainer.fit(DigitsClassifier(width=4, hidden=8, blocks=1), DigitsDataModule(batch_size=256))
+    return out / "last.ckpt"
+
+
+def _workers(checkpoint: Path, storage: str, study: str, n_trials: int, count: int, *extra: str) -> list:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lightning_nas.cli", "search", str(checkpoint), "--storage", storage]
+    command += ["--study", study, "--n-trials", str(n_trials), "--heartbeat-interval", "1", "--grace-period", "3"]
+    command += ["--objectives", "params", *extra]
+    return [
+        subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(count)
+    ]
+
+
+def _finish(workers: list, timeout: float = 600) -> None:
+    for worker in workers:
+        output, _ = worker.communicate(timeout=timeout)
+        assert worker.returncode in (0, -signal.SIGKILL), output[-2000:]
+
+
+def _check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``n_trials`` COMPLETE trials, nothing left running, no architecture evaluated twice."""
+    complete = _complete(study)
+    assert len(complete) == n_trials
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    evaluated = [t for t in complete if "copy_of" not in t.user_attrs]
+    keys = [tuple(sorted(t.user_attrs["arch"].items())) for t in evaluated]
+    assert len(keys) == len(set(keys))
+    return complete
+
+
+def test_four_workers_share_one_postgresql_study(tiny_checkpoint, postgres_url) -> None:
+    # A slow validation_step, so that the 40 trials take longer than a worker takes to start.
+    _finish(_workers(tiny_checkpoint, postgres_url, "four", 40, 4, "--model-class", SLOW))
+    study = optuna.load_study(study_name="four", storage=postgres_url)
+    complete = _check_study(study, 40)
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert len(workers) >= 2  # the work was shared
+    # The max/min anchors were enqueued once for the study, not once per worker.
+    anchors = [t for t in study.trials if t.system_attrs.get("fixed_params")]
+    assert len(anchors) == 2
+
+
+def _kill_one_mid_trial(workers: list, storage: str, study_name: str) -> int:
+    """SIGKILL a worker while it evaluates a trial; returns that trial's number."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            time.sleep(0.2)
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get("worker", "")
+            victim = next((w for w in workers if f":{w.pid}:" in worker), None)
+            if victim is not None and "arch" in trial.user_attrs:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                return trial.number
+        time.sleep(0.1)
+    raise AssertionError("no worker started a trial")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "journal"])
+def test_a_killed_worker_trial_is_failed_and_retried(backend, tiny_checkpoint, tmp_path, request) -> None:
+    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else str(tmp_path / "study.log")
+    study_name = f"kill-{backend}"
+    workers = _workers(tiny_checkpoint, storage, study_name, 12, 3, "--model-class", SLOW)
+    killed = _kill_one_mid_trial(workers, storage, study_name)
+    _finish(workers)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert study.trials[killed].state == TrialState.FAIL
+    retries = [t for t in study.trials if killed in t.system_attrs.get("retry_history", ())]
+    assert retries and retries[-1].state == TrialState.COMPLETE
+    assert retries[0].params == study.trials[killed].params
+    _check_study(study, 12)
+
+
+def test_a_checkpoint_alone_rebuilds_the_supernet(tiny_checkpoint, tmp_path) -> None:
+    from lightning_nas.callbacks import load_supernet_checkpoint
+    from lightning_nas.demo import DigitsClassifier
+
+    module, callback, data = load_supernet_checkpoint(tiny_checkpoint)
+    assert type(module) is DigitsClassifier and module.hparams["width"] == 4
+    saved = next(state for key, state in data["callbacks"].items() if key.startswith("SupernetCallback"))
+    assert callback.supernet.space.to_dict() == saved["supernet"]["space"]
+    for key, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, data["state_dict"][key], msg=key)
+    # The rebuilt supernet extracts working sub-networks from the trained weights.
+    x = torch.rand(3, 1, 8, 8)
+    module.eval()
+    with callback.supernet.use(callback.supernet.min_arch()), torch.no_grad():
+        expected = module(x)
+    torch.testing.assert_close(callback.supernet.extract(callback.supernet.min_arch()).eval()(x), expected)
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"^cannot read checkpoint .*truncated.ckpt: ") as info:
+        load_supernet_checkpoint(truncated)
+    assert "\n" not in str(info.value)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({**data, "callbacks": {"x": socket.socket}}, pickled)  # an arbitrary object: pickle only
+    with pytest.raises(ValueError, match=r"^cannot read checkpoint .*pickled.ckpt: "):
+        load_supernet_checkpoint(pickled)

@@ -6,7 +6,16 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["quiet_lightning"]
+__all__ = ["QUIET_TRAINER", "quiet_lightning"]
+
+#: ``Trainer`` options of the short-lived Trainers that evaluate or train one architecture: no
+#: logger, checkpoints, progress bar or model summary of their own.
+QUIET_TRAINER = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from torch.utils._pytree import tree_map
 
 from lightning_nas.inputs import call_model
 from lightning_nas.search import check_feasible, cost_functions, resolve_limits
-from lightning_nas.space import Dimension
+from lightning_nas.space import Depth, Dimension, Kernel, Width
 from lightning_nas.strategies import TrainingStrategy, distillation_loss, resolve_strategy
 from lightning_nas.supernet import Supernet
 
@@ -119,6 +120,7 @@ class SupernetCallback(L.Callback):
         self._students: list[dict[str, int]] = []
         self._in_student_backward = False
         self._batch: Any = None
+        self._classes: dict[str, str | None] = {}
 
     @property
     def state_key(self) -> str:
@@ -190,7 +192,49 @@ class SupernetCallback(L.Callback):
             ) from None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        self._classes = {
+            "module_class": class_path(type(pl_module)),
+            "datamodule_class": None if datamodule is None else class_path(type(datamodule)),
+        }
         self.build(pl_module)
+
+    def configuration(self) -> dict[str, Any]:
+        """The supernet's configuration as plain JSON-able data, saved in every checkpoint.
+
+        With the LightningModule's class (recorded as ``module_class``) and its saved
+        hyperparameters, it rebuilds the supernet from a checkpoint alone
+        (:func:`~lightning_nas.callbacks.load_supernet_checkpoint`). Options that are not plain
+        data (an adapter instance, callables in ``adapter_options``) are listed under
+        ``"not_saved"``; such a checkpoint cannot be rebuilt without them.
+
+        Example:
+            >>> SupernetCallback(module="model", space={"fc": [8, 16]}).configuration()["space"]
+            {'fc': [8, 16]}
+        """
+        adapter = self.adapter
+        if self.supernet is not None and self.supernet.adapter is not None:
+            adapter = self.supernet.adapter.name
+        config: dict[str, Any] = {"not_saved": []}
+        values = {
+            "module": self.module,
+            "adapter": adapter,
+            "adapter_options": self.adapter_options,
+            "space": self.space,
+            "dimensions": None
+            if self.dimensions is None
+            else {n: _dimension_data(d) for n, d in self.dimensions.items()},
+            "limits": self.limits,
+            "module_class": self._classes.get("module_class"),
+            "datamodule_class": self._classes.get("datamodule_class"),
+        }
+        for key, value in values.items():
+            try:
+                config[key] = json.loads(json.dumps(value))
+            except (TypeError, ValueError):
+                config[key] = None
+                config["not_saved"].append(key)
+        return config
 
     # training ---------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -283,7 +327,9 @@ class SupernetCallback(L.Callback):
 
     # checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {"rng": self._rng.getstate(), "seed": self.seed}
+        state = {"rng": self._rng.getstate(), "seed": self.seed, "config": self.configuration()}
+        if self.example_input is not None:
+            state["example_input"] = self.example_input
         if self.supernet is not None:
             state["supernet"] = self.supernet.state_dict()
         return state
@@ -315,6 +361,34 @@ def _detach(output: Any) -> Any:
         return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, output)
     except Exception:  # noqa: BLE001 - outputs that pytree cannot walk are used as they are
         return output
+
+
+_DIMENSION_TYPES = {cls.__name__: cls for cls in (Width, Depth, Kernel)}
+
+
+def _dimension_data(dimension: Dimension) -> dict[str, Any]:
+    if type(dimension).__name__ not in _DIMENSION_TYPES:
+        raise TypeError(f"{type(dimension).__name__} is not a dimension type that checkpoints can rebuild")
+    return {"type": type(dimension).__name__, **dimension._fields()}
+
+
+def dimension_from_data(data: Mapping[str, Any]) -> Dimension:
+    """Rebuild a dimension saved by :meth:`SupernetCallback.configuration`.
+
+    Example:
+        >>> dimension_from_data({"type": "Width", "axes": ["fc1:out"], "choices": [8, 16], "size": 16, "unit": 1})
+        Width(axes=('fc1:out',), choices=(8, 16), size=16, unit=1)
+    """
+    fields = dict(data)
+    kind = fields.pop("type", None)
+    if kind not in _DIMENSION_TYPES:
+        raise ValueError(f"unknown dimension type {kind!r} in the checkpoint; known: {sorted(_DIMENSION_TYPES)}")
+    return _DIMENSION_TYPES[kind](**fields)
+
+
+def class_path(cls: type) -> str:
+    """``module.QualifiedName`` of a class, as Lightning's CLI names classes."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def find_supernet_callback(trainer: L.Trainer) -> SupernetCallback:
