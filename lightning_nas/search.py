@@ -437,10 +437,20 @@ def open_storage(
             "grace_period": grace_period,
             "heartbeat_stale_trial_callback": _retry_callback(max_retry),
         }
+    from sqlalchemy.exc import IntegrityError
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(text, **options)
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(text, **options)
+            except IntegrityError:
+                # Workers starting together on a new database all create its tables: the losers
+                # of that race find them created when they try again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except Exception as err:  # noqa: BLE001 - driver errors differ; all of them mean "cannot open"
         raise ValueError(f"cannot open the study database {_redact(text)}: {_first_line(err)}") from None
 
@@ -510,7 +520,7 @@ def fail_dead_trials(
     For storages without a heartbeat (SQLite, journal files): a ``kill -9`` leaves the trial
     RUNNING for ever. Each trial records its worker (``host:pid:start``); a trial of a dead
     process on this host, or one that never recorded a worker (killed while sampling) and started
-    more than ``grace_period`` seconds ago, is marked FAIL, and a copy is enqueued as Optuna's
+    more than ``grace_period`` seconds (at least a minute) ago, is marked FAIL, and a copy is enqueued as Optuna's
     heartbeat retry does (system attributes ``failed_trial`` and ``retry_history``), up to
     ``max_retry`` times. Trials of workers on other machines are left alone: use an RDB storage
     with a heartbeat there (:func:`open_storage`). ``trials``: the study's trials if just read.
@@ -526,8 +536,9 @@ def fail_dead_trials(
             continue
         worker = trial.user_attrs.get("worker")
         if worker is None:
+            # Sampling (before the objective records the worker) can take a while under load.
             started = trial.datetime_start
-            if started is None or (now - started).total_seconds() < grace_period:
+            if started is None or (now - started).total_seconds() < max(grace_period, 60.0):
                 continue
         elif _worker_alive(worker):
             continue

@@ -36,9 +36,9 @@ def postgres_server(folder: Path) -> Iterator[str]:
     """
     pg_ctl, initdb = _binaries()
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
-        raise PostgresUnavailable("psycopg2 is not installed (pip install 'lightning-nas[postgres]')") from None
+        raise PostgresUnavailable("psycopg is not installed (pip install 'lightning-nas[postgres]')") from None
     user: str | None = None
     if os.geteuid() == 0:
         try:
@@ -73,6 +73,6 @@ def postgres_server(folder: Path) -> Iterator[str]:
         message = (err.stderr or err.stdout or b"").decode().strip()[-300:]
         raise PostgresUnavailable(f"PostgreSQL did not start: {message}") from None
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # SQLAlchemy 2.1: psycopg
     finally:
         subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], user=user, capture_output=True)

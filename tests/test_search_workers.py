@@ -122,7 +122,7 @@ def test_resume_into_another_search_fails_naming_the_difference(tmp_path) -> Non
         (
             lambda: open_storage("postgresql://user:secret@127.0.0.1:1/db"),
             ValueError,
-            r"^cannot open the study database postgresql://user:\*\*\*@127.0.0.1:1/db: ",
+            r"^cannot open the study database postgresql://user:\*\*\*@127.0.0.1:1/db: .*[Cc]onnection",
         ),
     ],
 )

@@ -162,7 +162,7 @@ class SupernetCallback(L.Callback):
             try:
                 self._resolved_limits = resolve_limits(supernet, self.limits)
                 check_feasible(supernet, self._resolved_limits, cost_table)
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 raise MisconfigurationException(f"SupernetCallback(limits=...): {err}") from err
             self._cost_table = cost_table
         if self._pending_state is not None:
