@@ -230,7 +230,7 @@ def _kill_one_mid_trial(workers: list, storage: str, study_name: str) -> int:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
         except KeyError:
             time.sleep(0.2)
             continue
@@ -252,7 +252,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(backend, tiny_checkpoint, t
     workers = _workers(tiny_checkpoint, storage, study_name, 12, 3, "--model-class", SLOW)
     killed = _kill_one_mid_trial(workers, storage, study_name)
     _finish(workers)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     assert study.trials[killed].state == TrialState.FAIL
     retries = [t for t in study.trials if killed in t.system_attrs.get("retry_history", ())]
     assert retries and retries[-1].state == TrialState.COMPLETE
