@@ -3,8 +3,9 @@ a journal file and PostgreSQL.
 
 Each worker is the real command ``lightning-nas search CKPT --storage ... --n-trials N`` on the
 checkpoint of a small digits supernet trained first. Throughput is counted from the study itself:
-COMPLETE trials divided by the time from the first trial's start to the last trial's end, so
-process start-up (importing torch and Lightning) is not counted.
+evaluated COMPLETE trials (copies of known architectures excluded) divided by the time from the
+first trial's start to the last trial's end, so process start-up (importing torch and Lightning)
+is not counted.
 
     PYTHONPATH=. .venv/bin/python benchmarks/search_throughput.py --trials 24
 """
@@ -26,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_nas._table import format_table
 from lightning_nas.callbacks import OneShotSearch, SupernetCallback
 from lightning_nas.demo import DigitsClassifier, DigitsDataModule
+from lightning_nas.search import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,7 +57,10 @@ def run_workers(checkpoint: Path, storage: str, study: str, trials: int, workers
     for process in processes:
         if process.wait() != 0:
             raise RuntimeError(f"a worker failed: {' '.join(command)}")
-    done = optuna.load_study(study_name=study, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    complete = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    done = [t for t in complete if "copy_of" not in t.user_attrs]  # evaluated, not copied
     span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
     return len(done) / (span.total_seconds() / 60)
 
