@@ -70,6 +70,8 @@ _LAZY = {
     "Supernet": "lightning_nas.supernet",
     "SupernetCallback": "lightning_nas.callbacks",
     "OneShotSearch": "lightning_nas.callbacks",
+    "load_supernet_checkpoint": "lightning_nas.callbacks",
+    "search_checkpoint": "lightning_nas.callbacks",
     "compress": "lightning_nas.compress",
     "joint_search": "lightning_nas.hpo",
     "JointObjective": "lightning_nas.hpo",
@@ -113,11 +115,13 @@ __all__ = [
     "joint_search",
     "load_module",
     "load_subnet",
+    "load_supernet_checkpoint",
     "measure_latency",
     "one_shot_search",
     "rank_archs",
     "reorder_by_importance",
     "save_module",
+    "search_checkpoint",
     "warmup",
 ]
 

@@ -135,6 +135,69 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from lightning_nas.callbacks import search_checkpoint
+
+    try:
+        search = search_checkpoint(
+            args.checkpoint,
+            storage=args.storage,
+            study_name=args.study,
+            n_trials=args.n_trials,
+            metric=args.metric,
+            direction=args.direction,
+            objectives=None if args.objectives is None else [o for o in args.objectives.split(",") if o],
+            max_params=args.max_params,
+            max_flops=args.max_flops,
+            max_latency=args.max_latency,
+            module_class=args.model_class,
+            export_dir=args.export,
+            seed=args.seed,
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        print(f"lightning-nas search: {err}", file=sys.stderr)
+        return 2
+    print(search.result.table())
+    if search.export_path is not None:
+        print(f"\nExported to {search.export_path}")
+    return 0
+
+
+def _add_search_command(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search",
+        help="search the supernet of a checkpoint; start it in several processes or machines to share one study",
+        description="One worker of a one-shot search over the supernet saved in a Lightning checkpoint. Workers "
+        "on the same --storage and --study share the trial budget, draw different architectures, retry the "
+        "trials of dead workers and never evaluate an architecture twice.",
+    )
+    search.add_argument("checkpoint", help="Lightning checkpoint of a fit with SupernetCallback (e.g. last.ckpt)")
+    search.add_argument(
+        "--storage",
+        default=None,
+        help="postgresql://user@host/db (many machines), a journal file *.log (one machine), a *.db SQLite file; "
+        "default: nas.db next to the checkpoint",
+    )
+    search.add_argument("--study", default=None, help="study name (default: the one saved in the checkpoint)")
+    search.add_argument("--n-trials", type=int, default=None, help="trials of the whole study (all workers together)")
+    search.add_argument("--metric", default=None, help="metric logged by validation_step (default: the saved one)")
+    search.add_argument("--direction", default=None, choices=["maximize", "minimize"])
+    search.add_argument("--objectives", default=None, help="comma-separated costs: params,flops,latency")
+    search.add_argument("--max-params", type=float, default=None, help="parameter limit (a fraction if <= 1)")
+    search.add_argument("--max-flops", type=float, default=None, help="FLOPs limit (a fraction if <= 1)")
+    search.add_argument("--max-latency", type=float, default=None, help="latency limit of the extracted model, ms")
+    search.add_argument("--model-class", default=None, help="LightningModule class path (default: the saved one)")
+    search.add_argument("--export", default=None, help="export the best sub-network to this directory at the end")
+    search.add_argument("--seed", type=int, default=None)
+    search.add_argument("--heartbeat-interval", type=int, default=10, help="seconds, database storages")
+    search.add_argument("--grace-period", type=int, default=None, help="seconds without heartbeat before a retry")
+    search.set_defaults(run=_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lightning-nas`` argument parser (imports no torch).
 
@@ -251,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on")
     dashboard.add_argument("--artifact-dir", default=None, help="artifact folder (default: next to the nas.db)")
     dashboard.set_defaults(run=_dashboard)
+    _add_search_command(commands)
     return parser
 
 

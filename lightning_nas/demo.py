@@ -34,7 +34,14 @@ def run_demo(
     Raises:
         ValueError: ``epochs``, ``n_trials`` or ``width`` not > 0, or ``max_params`` outside (0, 1],
             before any training.
+
+    Training is checkpointed every epoch to ``<out_dir>/checkpoints/last.ckpt``; a run killed
+    midway resumes from it when started again with the same ``out_dir``, and so does the
+    search, from its study. A different network (``width``) in the same directory is refused
+    before training.
     """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     from lightning_nas import _jobs
     from lightning_nas._table import format_table
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
@@ -60,16 +67,17 @@ def run_demo(
     )
     supernet = supernet_callback.build(module)
     print("Search space\n" + supernet.describe() + "\n", flush=True)
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
+    last = out / "checkpoints" / "last.ckpt"
     with quiet_lightning():  # the Trainer's banners and tips; the search prints its own summary
         trainer = L.Trainer(
             max_epochs=epochs,
-            callbacks=[supernet_callback, search],
+            callbacks=[supernet_callback, search, checkpoints],
             default_root_dir=str(out),
             logger=False,
-            enable_checkpointing=False,
             enable_model_summary=False,
         )
-        trainer.fit(module, data)
+        trainer.fit(module, data, ckpt_path=last if last.exists() else None, weights_only=True)
 
     data.setup()
     test_x = torch.cat([x for x, _ in data.test_dataloader()])
@@ -90,4 +98,5 @@ def run_demo(
         f"\n{search.export_path} holds model.pt2 (torch.export program: loads with plain torch, none of this "
         "model's code, no pickle), model.safetensors (weights), arch.json (architecture, checksums)"
     )
+    print(f"More search workers on this study: {_jobs.cli_command()} search {last} --n-trials N")
     return results

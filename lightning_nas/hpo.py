@@ -41,9 +41,19 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from lightning_nas.callbacks._quiet import quiet_lightning
+from lightning_nas.callbacks._quiet import QUIET_TRAINER, quiet_lightning
 from lightning_nas.metrics import count_flops, count_params, measure_latency
-from lightning_nas.search import COSTS, SearchResult, create_search_study, enforce_limits, record_costs, search_result
+from lightning_nas.search import (
+    COSTS,
+    SearchResult,
+    check_direction,
+    create_search_study,
+    enforce_limits,
+    guess_direction,
+    limits_from,
+    record_costs,
+    search_result,
+)
 from lightning_nas.space import Arch, SearchSpace
 from lightning_nas.supernet import Supernet
 
@@ -64,12 +74,7 @@ Built = L.LightningModule | tuple[L.LightningModule, L.LightningDataModule | Non
 Hyperparameters = Mapping[str, BaseDistribution] | Callable[[optuna.Trial], Mapping[str, Any]]
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-_TRAINER_DEFAULTS = {
-    "logger": False,
-    "enable_checkpointing": False,
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-}
+_TRAINER_DEFAULTS = QUIET_TRAINER
 
 
 def at_arch(
@@ -542,8 +547,8 @@ def joint_search(
         >>> len(result.study.trials), sorted(result.best.user_attrs["hparams"])
         (2, ['lr'])
     """
-    direction = direction or ("minimize" if any(word in monitor.lower() for word in ("loss", "err")) else "maximize")
-    limits = {"params": max_params, "flops": max_flops, "latency": max_latency}
+    direction = check_direction(direction) if direction else guess_direction(monitor)
+    limits = limits_from(max_params, max_flops, max_latency)
     objective = JointObjective(
         build, space, hyperparameters, monitor, objectives, limits, trainer_kwargs, example_input, seed
     )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 from lightning_nas.cli import main
 from lightning_nas.export import load_module
@@ -42,3 +43,21 @@ def test_demo_command_trains_searches_exports_and_reloads(tmp_path, capsys) -> N
             timeout=300,
         )
         assert run.returncode == 0 and run.stdout.strip() == "loaded", (snippet, run.stderr[-2000:])
+
+def test_demo_resumes_from_its_directory_and_refuses_another_network(tmp_path, capsys) -> None:
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from lightning_nas.demo import run_demo
+
+    out = tmp_path / "demo"
+    run_demo(str(out), epochs=1, n_trials=3, width=4)
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    stamp = last.stat().st_mtime_ns
+    run_demo(str(out), epochs=1, n_trials=4, width=4)  # resumed: training is done, the search tops up
+    assert last.stat().st_mtime_ns == stamp
+    study = optuna.load_study(study_name="digits-demo", storage=f"sqlite:///{out / 'nas.db'}")
+    assert len([t for t in study.trials if not is_rejection(t)]) == 4
+    with pytest.raises(MisconfigurationException, match=r"searches something else \(dimension 'stem.0'"):
+        run_demo(str(out), epochs=1, n_trials=4, width=8)
+    assert last.stat().st_mtime_ns == stamp  # refused before training

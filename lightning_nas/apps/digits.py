@@ -34,6 +34,7 @@ class DigitsDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
         super().__init__()
+        self.save_hyperparameters()  # a checkpoint then rebuilds the data (``lightning-nas search``)
         self.batch_size = batch_size
         self.seed = seed
 

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["quiet_lightning", "quiet_optuna"]
+__all__ = ["QUIET_TRAINER", "quiet_lightning", "quiet_optuna"]
 
 #: Library warnings our Trainers trigger on every run, by (message regex, category, module regex).
 _LIBRARY_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
@@ -21,6 +21,15 @@ _LIBRARY_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
     # A tip about DataLoader workers, for every short-lived evaluation Trainer of a search.
     (r"The '\w+' does not have many workers", UserWarning, r"lightning\.pytorch\.trainer\.connectors\.data_connector"),
 )
+
+#: ``Trainer`` options of the short-lived Trainers that evaluate or train one architecture: no
+#: logger, checkpoints, progress bar or model summary of their own.
+QUIET_TRAINER = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import optuna
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightning_nas._jobs import Console, dashboard_hint, interactive, module_load_instructions
-from lightning_nas.callbacks._quiet import quiet_lightning, quiet_optuna
+from lightning_nas.callbacks._quiet import QUIET_TRAINER, quiet_lightning, quiet_optuna
 from lightning_nas.callbacks._supernet import find_supernet_callback
 from lightning_nas.dashboard import ARTIFACT_DIR
 from lightning_nas.export._files import check_target
@@ -28,11 +28,16 @@ from lightning_nas.search import (
     COSTS,
     SearchResult,
     TorchmetricsEvaluator,
+    check_direction,
     check_feasible,
+    check_search_study,
     cost_functions,
     format_cost,
+    guess_direction,
+    limits_from,
     one_shot_search,
     resolve_limits,
+    search_descriptor,
 )
 from lightning_nas.space import Arch
 from lightning_nas.supernet import Supernet
@@ -77,15 +82,7 @@ class LoggedMetricEvaluator:
             return self._evaluate(arch)
 
     def _evaluate(self, arch: Arch) -> float:
-        trainer = L.Trainer(
-            accelerator=self.accelerator,
-            devices=1,
-            precision=self.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = L.Trainer(accelerator=self.accelerator, devices=1, precision=self.precision, **QUIET_TRAINER)
         previous_trainer = self.pl_module._trainer
         with self.supernet.use(arch), self.supernet.batchnorm_snapshot():
             if self.calibration is not None:
@@ -151,9 +148,15 @@ class OneShotSearch(L.Callback):
             full network's parameters.
         max_flops: Hard limit on FLOPs (int, or fraction of the full network's FLOPs).
         max_latency: Hard limit on the measured latency of the extracted model, milliseconds.
-        costs: Extra cost functions ``arch -> float`` by name, usable as objectives and limits.
-        limits: Hard limits on any cost by name.
-        storage: Optuna storage URL or object; default ``sqlite:///<log dir>/nas.db``.
+        costs: Extra cost functions ``arch -> float`` by name, usable as objectives and limits;
+            added to the :class:`~lightning_nas.callbacks.SupernetCallback`'s ``costs``.
+        limits: Hard limits on any cost by name. Without any limit here (``max_*`` or
+            ``limits``), the search takes the ``SupernetCallback``'s ``limits``, so the budget is
+            configured once; ``limits={}`` searches without limits.
+        storage: Optuna storage URL, file path or object (see
+            :func:`~lightning_nas.search.open_storage`); default ``sqlite:///<log dir>/nas.db``.
+            The storage and an existing study in it are checked at setup, before training: a
+            study of another space, metric, objectives, limits or supernet is refused.
         study_name: Name of the study.
         sampler: Any Optuna sampler (default NSGA-II).
         export_dir: Where the best sub-network goes (default ``<log dir>/best_subnet``);
@@ -174,6 +177,9 @@ class OneShotSearch(L.Callback):
         verbose: Print the summary when the search ends (:meth:`summary`).
         progress: Show the search's progress: Optuna's bar when the trainer has a progress bar
             and stderr is a terminal, else a line per trial on stdout.
+        heartbeat_interval: Heartbeat of the trials on a database URL, in seconds (Optuna's);
+            a trial of a dead worker is failed after ``grace_period`` and retried.
+        grace_period: See ``heartbeat_interval`` (default twice the interval).
 
     Attributes:
         result: The :class:`~lightning_nas.search.SearchResult` after the search.
@@ -204,21 +210,28 @@ class OneShotSearch(L.Callback):
         seed: int = 0,
         verbose: bool = True,
         progress: bool = True,
+        heartbeat_interval: int = 10,
+        grace_period: int | None = None,
     ) -> None:
-        known = [*COSTS, *(costs or {})]
-        unknown = [o for o in (*objectives, *(limits or {})) if o not in known]
-        if unknown:
-            raise ValueError(f"unknown objectives or limits {unknown}; choose from {known}")
-        if n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
         self.metric = metric
         self.metric_name = metric if isinstance(metric, str) else type(metric).__name__.lower()
-        lowered = self.metric_name.lower()
-        self.direction = direction or ("minimize" if "loss" in lowered or "err" in lowered else "maximize")
+        self.direction = check_direction(direction) if direction is not None else guess_direction(self.metric_name)
         self.objectives = tuple(objectives)
         self.n_trials = n_trials
-        self.limits_requested = {"params": max_params, "flops": max_flops, "latency": max_latency, **(limits or {})}
+        inherit = max_params is None and max_flops is None and max_latency is None and limits is None
+        # None: the SupernetCallback's limits, resolved at setup.
+        self.limits_requested: dict[str, float] | None = (
+            None if inherit else limits_from(max_params, max_flops, max_latency, limits)
+        )
         self.costs = dict(costs or {})
+        known = [*COSTS, *self.costs]
+        unknown = [o for o in (*self.objectives, *(self.limits_requested or {})) if o not in known]
+        if unknown:
+            raise ValueError(f"unknown objectives or limits {unknown}; choose from {known}")
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         self.storage = storage
         self.study_name = study_name
         self.sampler = sampler
@@ -240,17 +253,56 @@ class OneShotSearch(L.Callback):
 
     # checks before training -------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        supernet = find_supernet_callback(trainer).build(pl_module)
+        callback = find_supernet_callback(trainer)
+        supernet = callback.build(pl_module)
+        self._inherit(callback)
         try:
-            check_feasible(supernet, self.limits(supernet), cost_functions(supernet, extra=self.costs))
+            limits = self.limits(supernet)
+            check_feasible(supernet, limits, cost_functions(supernet, extra=self.costs))
+            descriptor = search_descriptor(supernet, self.metric_name, self.direction, self.objectives, limits)
+            check_search_study(self._storage(trainer, create=False), self.study_name, descriptor)
             if self.export_dir is not False:
                 check_target(self.export_target(trainer))
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise MisconfigurationException(f"OneShotSearch: {err}") from err
 
-    def limits(self, supernet: Supernet) -> dict[str, float | None]:
+    def _inherit(self, callback: Any) -> None:
+        """Costs and, unless given here, limits of the SupernetCallback: configured once."""
+        self.costs = {**callback.costs, **self.costs}
+        if self.limits_requested is None:
+            self.limits_requested = limits_from(limits=callback.limits)
+
+    def limits(self, supernet: Supernet) -> dict[str, float]:
         """The absolute limits, with fractions resolved against the full network."""
-        return resolve_limits(supernet, self.limits_requested)
+        return resolve_limits(supernet, self.limits_requested or {})
+
+    def _storage(self, trainer: L.Trainer, create: bool = True) -> Any:
+        if self.storage is not None:
+            return self.storage
+        root = self.default_root(trainer)
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        elif not (root / "nas.db").exists():
+            return None  # nothing to resume, nothing to check
+        return f"sqlite:///{(root / 'nas.db').resolve()}"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The search's settings as plain data (``lightning-nas search CKPT`` defaults to them)."""
+        return {
+            "config": {
+                "metric": self.metric_name if isinstance(self.metric, str) else None,
+                "direction": self.direction,
+                "objectives": list(self.objectives),
+                "limits": self.limits_requested,
+                "n_trials": self.n_trials,
+                "study_name": self.study_name,
+                "storage": self.storage if isinstance(self.storage, str) else None,
+                "seed": self.seed,
+            }
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Settings come from the constructor; the saved ones serve ``lightning-nas search``."""
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_metric_logged(trainer)
@@ -282,19 +334,27 @@ class OneShotSearch(L.Callback):
         """Where the best sub-network goes: ``export_dir``, or ``<log dir>/best_subnet``."""
         return Path(self.export_dir) if self.export_dir else self.default_root(trainer) / "best_subnet"
 
-    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SearchResult:
-        """Run the search now (also usable on a supernet trained earlier)."""
-        supernet = find_supernet_callback(trainer).build(pl_module)
-        root = self.default_root(trainer)
-        root.mkdir(parents=True, exist_ok=True)
-        storage = self.storage or f"sqlite:///{(root / 'nas.db').resolve()}"
+    def run(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        val_dataloaders: Any = None,
+        calibration: Iterable[Any] | None = None,
+    ) -> SearchResult:
+        """Run the search now (also usable on a supernet trained earlier, e.g. loaded from a
+        checkpoint: pass its ``val_dataloaders`` and ``calibration`` batches then)."""
+        callback = find_supernet_callback(trainer)
+        supernet = callback.build(pl_module)
+        self._inherit(callback)
+        storage = self._storage(trainer)
         pl_module.to(trainer.strategy.root_device)
-        val_loaders = trainer.val_dataloaders
+        val_loaders = val_dataloaders if val_dataloaders is not None else trainer.val_dataloaders
         if val_loaders is None and trainer.datamodule is not None:
             val_loaders = trainer.datamodule.val_dataloader()
         if val_loaders is None:
             raise MisconfigurationException("OneShotSearch needs validation data (val_dataloaders or a datamodule)")
-        calibration = trainer.train_dataloader
+        if calibration is None:
+            calibration = trainer.train_dataloader
         if calibration is None and trainer.datamodule is not None:
             calibration = trainer.datamodule.train_dataloader()
         if isinstance(self.metric, str):
@@ -362,6 +422,8 @@ class OneShotSearch(L.Callback):
             seed=self.seed,
             show_progress_bar=bar,
             callbacks=callbacks,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
         )
 
     def summary(self) -> str:
@@ -376,7 +438,7 @@ class OneShotSearch(L.Callback):
                 if self.limits_used.get(name, limit) != limit
                 else ""
             )
-            for name, limit in self.limits_requested.items()
+            for name, limit in (self.limits_requested or {}).items()
             if limit is not None
         )
         lines = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lightning_nas.callbacks._ddp import average_gradients, check_strategy, ddp_model
 from lightning_nas.inputs import call_model
 from lightning_nas.search import check_feasible, cost_functions, resolve_limits
-from lightning_nas.space import Dimension
+from lightning_nas.space import Depth, Dimension, Kernel, Width
 from lightning_nas.strategies import TrainingStrategy, _detach, distillation_loss, resolve_strategy, train_students
 from lightning_nas.supernet import Supernet
 
@@ -126,6 +127,7 @@ class SupernetCallback(L.Callback):
         self._in_student_backward = False
         self._batch: Any = None
         self._ddp: DistributedDataParallel | None = None
+        self._classes: dict[str, str | None] = {}
 
     @property
     def state_key(self) -> str:
@@ -168,7 +170,7 @@ class SupernetCallback(L.Callback):
             try:
                 self._resolved_limits = resolve_limits(supernet, self.limits)
                 check_feasible(supernet, self._resolved_limits, cost_table)
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 raise MisconfigurationException(f"SupernetCallback(limits=...): {err}") from err
             self._cost_table = cost_table
         if self._pending_state is not None:
@@ -200,7 +202,49 @@ class SupernetCallback(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             check_strategy(trainer, pl_module)
+        datamodule = trainer.datamodule
+        self._classes = {
+            "module_class": class_path(type(pl_module)),
+            "datamodule_class": None if datamodule is None else class_path(type(datamodule)),
+        }
         self.build(pl_module)
+
+    def configuration(self) -> dict[str, Any]:
+        """The supernet's configuration as plain JSON-able data, saved in every checkpoint.
+
+        With the LightningModule's class (recorded as ``module_class``) and its saved
+        hyperparameters, it rebuilds the supernet from a checkpoint alone
+        (:func:`~lightning_nas.callbacks.load_supernet_checkpoint`). Options that are not plain
+        data (an adapter instance, callables in ``adapter_options``) are listed under
+        ``"not_saved"``; such a checkpoint cannot be rebuilt without them.
+
+        Example:
+            >>> SupernetCallback(module="model", space={"fc": [8, 16]}).configuration()["space"]
+            {'fc': [8, 16]}
+        """
+        adapter = self.adapter
+        if self.supernet is not None and self.supernet.adapter is not None:
+            adapter = self.supernet.adapter.name
+        config: dict[str, Any] = {"not_saved": []}
+        values = {
+            "module": self.module,
+            "adapter": adapter,
+            "adapter_options": self.adapter_options,
+            "space": self.space,
+            "dimensions": None
+            if self.dimensions is None
+            else {n: _dimension_data(d) for n, d in self.dimensions.items()},
+            "limits": self.limits,
+            "module_class": self._classes.get("module_class"),
+            "datamodule_class": self._classes.get("datamodule_class"),
+        }
+        for key, value in values.items():
+            try:
+                config[key] = json.loads(json.dumps(value))
+            except (TypeError, ValueError):
+                config[key] = None
+                config["not_saved"].append(key)
+        return config
 
     # training ---------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -318,7 +362,14 @@ class SupernetCallback(L.Callback):
                 states[self.state_key] = {**states[found[0]], "strategy": found[0][len(legacy) + 1 : -2]}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"rng": self._rng.getstate(), "seed": self.seed, "strategy": repr(self.strategy)}
+        state = {
+            "rng": self._rng.getstate(),
+            "seed": self.seed,
+            "strategy": repr(self.strategy),
+            "config": self.configuration(),
+        }
+        if self.example_input is not None:
+            state["example_input"] = self.example_input
         if self.supernet is not None:
             state["supernet"] = self.supernet.state_dict()
         return state
@@ -340,6 +391,34 @@ class SupernetCallback(L.Callback):
         self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         if "supernet" in state:
             self.supernet.load_state_dict(state["supernet"])
+
+
+_DIMENSION_TYPES = {cls.__name__: cls for cls in (Width, Depth, Kernel)}
+
+
+def _dimension_data(dimension: Dimension) -> dict[str, Any]:
+    if type(dimension).__name__ not in _DIMENSION_TYPES:
+        raise TypeError(f"{type(dimension).__name__} is not a dimension type that checkpoints can rebuild")
+    return {"type": type(dimension).__name__, **dimension._fields()}
+
+
+def dimension_from_data(data: Mapping[str, Any]) -> Dimension:
+    """Rebuild a dimension saved by :meth:`SupernetCallback.configuration`.
+
+    Example:
+        >>> dimension_from_data({"type": "Width", "axes": ["fc1:out"], "choices": [8, 16], "size": 16, "unit": 1})
+        Width(axes=('fc1:out',), choices=(8, 16), size=16, unit=1)
+    """
+    fields = dict(data)
+    kind = fields.pop("type", None)
+    if kind not in _DIMENSION_TYPES:
+        raise ValueError(f"unknown dimension type {kind!r} in the checkpoint; known: {sorted(_DIMENSION_TYPES)}")
+    return _DIMENSION_TYPES[kind](**fields)
+
+
+def class_path(cls: type) -> str:
+    """``module.QualifiedName`` of a class, as Lightning's CLI names classes."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def find_supernet_callback(trainer: L.Trainer) -> SupernetCallback:
