@@ -221,3 +221,23 @@ def test_generic_adapter_on_real_timm_models(name: str) -> None:
         torch.testing.assert_close(dense(x), expected, atol=1e-5, rtol=1e-5)
         assert count_params(dense) == net.num_params(arch) <= net.num_params(net.max_arch())
     assert net.num_params(net.min_arch()) < net.num_params(net.max_arch())
+
+
+def test_notes_name_the_root_module_instead_of_an_empty_path() -> None:
+    import torch.nn.functional as F
+
+    class RootNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 16)
+            self.weight = nn.Parameter(torch.ones(16))
+            self.out = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(F.batch_norm(self.fc(x), None, None, self.weight, None, training=True))
+
+    with pytest.raises(ValueError, match="no elastic dimension") as error:
+        Supernet(RootNorm(), example_input=torch.randn(3, 4))
+    message = str(error.value)
+    assert "the model's own parameters: batch_norm on them is not supported" in message
+    assert ": : " not in message and "dimension: :" not in message

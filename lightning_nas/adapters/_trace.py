@@ -297,7 +297,7 @@ class _ChannelTracer(TorchFunctionMode):
     def _current_module_owns(self, path: str, name: str) -> bool:
         if self.module_stack and self.module_stack[-1] == path:
             return True
-        self.notes.append(f"{path}: its weights are used outside its own forward ({name}); kept fixed")
+        self.notes.append(f"{_where(path)}: its weights are used outside its own forward ({name}); kept fixed")
         return False
 
     # layers -----------------------------------------------------------------------------------
@@ -395,14 +395,15 @@ class _ChannelTracer(TorchFunctionMode):
     def _op_foreign_parameter(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """An op on weights of a module the tracer cannot make elastic: pin what flows in."""
         inputs = _tensors((args, kwargs))
-        owners = sorted({self.owner[id(t)][0] for t in inputs if id(t) in self.owner})
+        owners = sorted({_where(self.owner[id(t)][0]) for t in inputs if id(t) in self.owner})
         reason = f"used by {', '.join(owners) or name} ({name}), which cannot be made elastic"
         if name in _ARITHMETIC and self._is_elementwise(inputs, out):
             # x * self.scale: fine when the parameter broadcasts over the feature axis.
             return self._op_default(name, args, kwargs, out)
         for t in inputs:
             self.pin(self.layout_of(t), reason)
-        self.notes.append(f"{', '.join(owners)}: {name} is not supported; connected features stay fixed")
+        where = ", ".join(owners) or _where("")
+        self.notes.append(f"{where}: {name} on them is not supported; connected features stay fixed")
         return None
 
     # structure --------------------------------------------------------------------------------
@@ -719,3 +720,8 @@ def trace_channels(
         notes=list(dict.fromkeys(tracer.notes)),
         granule=granules,
     )
+
+
+def _where(path: str) -> str:
+    """A module path as notes name it: the root module has the empty path."""
+    return path or "the model's own parameters"
