@@ -19,7 +19,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,31 @@ class TorchmetricsEvaluator:
                         metric.update(output_tensor(self.forward(model, batch)), self.target(batch))
             finally:
                 model.train(was_training)
-        return float(metric.compute())
+        with single_process_metrics(metric):
+            return float(metric.compute())
+
+
+def _not_distributed() -> bool:
+    return False
+
+
+@contextmanager
+def single_process_metrics(module: nn.Module) -> Iterator[None]:
+    """Inside the block, the torchmetrics metrics in ``module`` compute without syncing processes.
+
+    The search evaluates in one process (rank 0 after a DDP fit, while the process group is still
+    up): each metric's state is complete there, and a cross-process sync would wait on ranks that
+    are not evaluating.
+    """
+    metrics = [m for m in module.modules() if hasattr(m, "distributed_available_fn")]
+    saved = [m.distributed_available_fn for m in metrics]
+    for m in metrics:
+        m.distributed_available_fn = _not_distributed
+    try:
+        yield
+    finally:
+        for m, available in zip(metrics, saved):
+            m.distributed_available_fn = available
 
 
 CostFunction = Callable[[Arch], float]

@@ -58,6 +58,9 @@ def dataset() -> TensorDataset:
 class Data(L.LightningDataModule):
     """Rank ``r`` of ``N`` gets samples ``r, r + N, ...``: the ranks' batches together are the one-process batches."""
 
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(dataset(), batch_size=GLOBAL_BATCH)
+
     def train_dataloader(self) -> DataLoader:
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = DistributedSampler(dataset(), num_replicas=world, rank=rank, shuffle=False)
@@ -109,6 +112,59 @@ def fit(
     return getattr(record, "result", {})
 
 
+class Logged(Tiny):
+    """:class:`Tiny` with a ``validation_step`` that logs a torchmetrics accuracy, as users write it."""
+
+    def __init__(self) -> None:
+        import torchmetrics
+
+        super().__init__()
+        self.accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.accuracy(self.model(x), y)
+        self.log("val_acc", self.accuracy)
+
+
+def fit_and_search(out: Path, devices: int, trainer_strategy: str, metric: str, n_trials: int = 4) -> None:
+    """A DDP fit followed by the one-shot search, whose study goes to ``OUT/search-<metric>.db``.
+
+    ``metric="logged"``: the ``val_acc`` that ``validation_step`` logs; ``"torchmetrics"``: a metric
+    object given to the search.
+    """
+    import torchmetrics
+
+    from lightning_nas.callbacks import OneShotSearch
+
+    supernet = SupernetCallback(strategy="sandwich", module="model", seed=7)
+    search = OneShotSearch(
+        metric="val_acc" if metric == "logged" else torchmetrics.Accuracy(task="multiclass", num_classes=3),
+        n_trials=n_trials,
+        storage=f"sqlite:///{out / f'search-{metric}.db'}",
+        study_name="ddp",
+        export_dir=False,
+        verbose=False,
+        progress=False,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=trainer_strategy,
+        max_steps=STEPS,
+        callbacks=[supernet, search],
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(Logged() if metric == "logged" else Tiny(), datamodule=Data())
+    (out / f"searched-{metric}-rank{trainer.global_rank}.txt").write_text(str(search.result is not None))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
@@ -120,6 +176,9 @@ def main() -> None:
     for name, strategy, accumulate in RUNS:
         if name in args.runs:
             fit(name, strategy, accumulate, args.devices, args.strategy, args.out)
+    for metric in ("logged", "torchmetrics"):
+        if f"search-{metric}" in args.runs:
+            fit_and_search(args.out, args.devices, args.strategy, metric)
 
 
 if __name__ == "__main__":

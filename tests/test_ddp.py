@@ -62,10 +62,32 @@ def _check(out: Path, name: str, strategy: str, accumulate: int) -> None:
     assert any(not torch.allclose(initial[k], v) for k, v in single["params"].items())
 
 
-def test_every_strategy_under_ddp_equals_one_process_with_the_global_batch(tmp_path) -> None:
-    _launch(tmp_path, "ddp", [name for name, _, _ in ddp_job.RUNS], timeout=240)
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One launch of 2 DDP processes for every run (process start-up dominates the time)."""
+    out = tmp_path_factory.mktemp("ddp")
+    _launch(out, "ddp", [*(name for name, _, _ in ddp_job.RUNS), "search-logged", "search-torchmetrics"], timeout=300)
+    return out
+
+
+def test_every_strategy_under_ddp_equals_one_process_with_the_global_batch(ddp_runs: Path) -> None:
     for name, strategy, accumulate in ddp_job.RUNS:
-        _check(tmp_path, name, strategy, accumulate)
+        _check(ddp_runs, name, strategy, accumulate)
+
+
+@pytest.mark.parametrize("metric", ["logged", "torchmetrics"])
+def test_the_search_after_a_ddp_fit_runs_once_on_rank_zero(ddp_runs: Path, metric: str) -> None:
+    """Rank 0 searches alone while the process group is still up: its metrics must not wait on rank 1."""
+    import optuna
+
+    from lightning_nas.samplers import is_rejection
+
+    assert (ddp_runs / f"searched-{metric}-rank0.txt").read_text() == "True"
+    assert (ddp_runs / f"searched-{metric}-rank1.txt").read_text() == "False"
+    study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{ddp_runs / f'search-{metric}.db'}")
+    evaluated = [t for t in study.trials if not is_rejection(t)]
+    assert len(evaluated) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in evaluated)
+    assert len({t.user_attrs.get("worker") for t in evaluated}) == 1  # one process searched
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from lightning_nas.search import (
     one_shot_search,
     resolve_limits,
     search_descriptor,
+    single_process_metrics,
 )
 from lightning_nas.space import Arch
 from lightning_nas.supernet import Supernet
@@ -88,7 +89,8 @@ class LoggedMetricEvaluator:
             if self.calibration is not None:
                 self.supernet.recalibrate_batchnorm(self.calibration, self.forward, self.calibration_batches)
             try:
-                results = trainer.validate(self.pl_module, dataloaders=self.dataloaders, verbose=False)
+                with single_process_metrics(self.pl_module):
+                    results = trainer.validate(self.pl_module, dataloaders=self.dataloaders, verbose=False)
             finally:
                 self.pl_module.trainer = previous_trainer
         if self.metric not in results[0]:
