@@ -106,7 +106,7 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
 from lightning_nas.apps import TextClassifier, TextDataModule, evaluate_accuracy  # noqa: E402
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import dense_encoder_params, encoder_params  # noqa: E402
+from lightning_nas.compress import dense_encoder_params, encoder_params, width_fractions  # noqa: E402
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
@@ -173,11 +173,6 @@ SUPERNET_FIELDS = (
 
 # ------------------------------------------------------------------------------------------------
 # bookkeeping
-
-
-def width_fractions(steps: int) -> tuple[float, ...]:
-    """Choices of every width: ``k / steps`` of the original for ``k`` from ``steps / 4`` to ``steps``."""
-    return tuple(k / steps for k in range(-(-steps // 4), steps + 1))
 
 
 def log(message: str) -> None:
