@@ -1055,8 +1055,8 @@ def one_shot_search(
             search with an error.
         candidates: Architectures to evaluate before the sampler's own (e.g. a hand-picked or
             pre-filtered shortlist). Like the anchors, they are enqueued once, by the worker that creates
-            the study; one equal to an anchor or an earlier candidate is evaluated once. They count
-            towards ``n_trials``.
+            the study; one equal to an anchor or an earlier candidate is evaluated once, and one over
+            the limits is pruned without evaluation, like the sampler's. They count towards ``n_trials``.
 
     Example:
         >>> import optuna, torch
