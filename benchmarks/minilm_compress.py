@@ -41,7 +41,9 @@ exactly the majority rate on the validation set. The search evaluates
 the sub-networks whose encoder parameters lie in the top band ``[band * budget, budget]``
 (a seeded random subset of ``--trials`` of them; if the band holds fewer, the largest feasible
 ones), chosen by cost alone before any evaluation: accuracy rises with size, so the far-below-
-budget architectures that uniform sampling mostly draws would waste the few evaluations.
+budget architectures that uniform sampling mostly draws would waste the few evaluations. They go
+to ``one_shot_search(candidates=...)``, which evaluates them after its two anchors (the largest
+architecture, over budget and so not evaluated, and the smallest).
 
 For each model the table reports encoder / total parameters, test accuracy (and % of the
 reference's), FLOPs at batch 1 x 128 tokens (:func:`~lightning_nas.metrics.count_flops`) and their
@@ -104,12 +106,12 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
 from lightning_nas.apps import TextClassifier, TextDataModule, evaluate_accuracy  # noqa: E402
 from lightning_nas.callbacks import SupernetCallback  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import dense_encoder_params, encoder_params  # noqa: E402
+from lightning_nas.compress import dense_encoder_params, encoder_params, width_fractions  # noqa: E402
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.export.hf import export_hf, load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
 from lightning_nas.metrics import count_flops, count_params, measure_latency  # noqa: E402
-from lightning_nas.search import TorchmetricsEvaluator, create_search_study, one_shot_search  # noqa: E402
+from lightning_nas.search import TorchmetricsEvaluator, one_shot_search  # noqa: E402
 from lightning_nas.strategies import distillation_loss  # noqa: E402
 from lightning_nas.supernet import Supernet  # noqa: E402
 
@@ -171,11 +173,6 @@ SUPERNET_FIELDS = (
 
 # ------------------------------------------------------------------------------------------------
 # bookkeeping
-
-
-def width_fractions(steps: int) -> tuple[float, ...]:
-    """Choices of every width: ``k / steps`` of the original for ``k`` from ``steps / 4`` to ``steps``."""
-    return tuple(k / steps for k in range(-(-steps // 4), steps + 1))
 
 
 def log(message: str) -> None:
@@ -428,16 +425,13 @@ def run_instatune(results: Results, out: Path, data: Data, tokenizer: Any, confi
         study_name = f"instatune-{key}"
         objectives = ("params",)
         start = time.perf_counter()
-        study = create_search_study("val_acc", "maximize", objectives, storage, study_name, seed=config.seed)
         candidates = search_candidates(supernet, limit, config.trials, config.band, config.seed)
-        if not study.trials:
-            for arch in candidates:
-                study.enqueue_trial(arch)
         log(f"instatune search {key}: {len(candidates)} candidates, limit {limit:,.0f} encoder params")
         result = one_shot_search(
             supernet,
             evaluator,
-            n_trials=len(candidates),
+            candidates=candidates,
+            n_trials=len(candidates) + 2,  # the max/min anchors come first (the max one is over budget, not evaluated)
             metric_name="val_acc",
             objectives=objectives,
             costs={"encoder_params": functools.partial(encoder_params, supernet)},

@@ -15,10 +15,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and IDEs
-    from lightning_nas.callbacks import OneShotSearch, SupernetCallback
+    from lightning_nas.callbacks import CostAwarePruner, OneShotSearch, SupernetCallback, TrialPruning
     from lightning_nas.compress import compress
     from lightning_nas.export import export_subnet, load_module, load_subnet, save_module
-    from lightning_nas.hpo import CostAwarePruner, JointObjective, TrialPruning, joint_search
+    from lightning_nas.hpo import JointObjective, joint_search
     from lightning_nas.importance import compute_importance, reorder_by_importance
     from lightning_nas.inputs import call_model
     from lightning_nas.metrics import count_flops, count_params, measure_latency
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and I
     from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
     from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
     from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
-    from lightning_nas.supernet import Supernet
+    from lightning_nas.supernet import Supernet, at_arch
 
 __version__ = "0.1.0"
 
@@ -68,6 +68,7 @@ _LAZY = {
     "TrainingStrategy": "lightning_nas.strategies",
     "distillation_loss": "lightning_nas.strategies",
     "Supernet": "lightning_nas.supernet",
+    "at_arch": "lightning_nas.supernet",
     "SupernetCallback": "lightning_nas.callbacks",
     "OneShotSearch": "lightning_nas.callbacks",
     "load_supernet_checkpoint": "lightning_nas.callbacks",
@@ -75,8 +76,8 @@ _LAZY = {
     "compress": "lightning_nas.compress",
     "joint_search": "lightning_nas.hpo",
     "JointObjective": "lightning_nas.hpo",
-    "TrialPruning": "lightning_nas.hpo",
-    "CostAwarePruner": "lightning_nas.hpo",
+    "TrialPruning": "lightning_nas.callbacks",
+    "CostAwarePruner": "lightning_nas.callbacks",
 }
 
 __all__ = [
@@ -104,6 +105,7 @@ __all__ = [
     "TrainingStrategy",
     "TrialPruning",
     "Width",
+    "at_arch",
     "call_model",
     "compress",
     "compute_importance",

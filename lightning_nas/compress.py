@@ -46,10 +46,24 @@ __all__ = [
     "encoder_params",
     "infer_task",
     "register_task",
+    "width_fractions",
 ]
 
+
+def width_fractions(steps: int) -> tuple[float, ...]:
+    """Choices of every width: ``k / steps`` of the original for ``k`` from ``steps / 4`` (rounded up) to ``steps``.
+
+    Example:
+        >>> width_fractions(8)
+        (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    """
+    if steps < 1:
+        raise ValueError(f"width steps must be >= 1, got {steps}")
+    return tuple(k / steps for k in range(-(-steps // 4), steps + 1))
+
+
 #: Default width choices of :func:`compress`: 1/4 to all of each width in steps of 1/24.
-WIDTH_FRACTIONS = tuple(k / 24 for k in range(6, 25))
+WIDTH_FRACTIONS = width_fractions(24)
 
 _RUN_FILE = "run.json"
 _CHECKPOINTS = "checkpoints"

@@ -1031,10 +1031,12 @@ def one_shot_search(
     grace_period: int | None = None,
     max_retry: int | None = 3,
     max_nan_trials: int = 5,
+    candidates: Sequence[Mapping[str, int]] = (),
 ) -> SearchResult:
     """Search the supernet's sub-networks in an Optuna study and return the Pareto front.
 
-    The largest and smallest architectures are evaluated first (anchors of the front). Runs
+    The largest and smallest architectures are evaluated first (anchors of the front), then the
+    ``candidates``. Runs
     until the study holds ``n_trials`` finished trials, so calling it again on the same storage
     resumes, and several processes (or machines) running the same call on one storage share the
     work: the budget is the study's, not each worker's. Failed trials (an exception, a NaN
@@ -1076,6 +1078,10 @@ def one_shot_search(
         max_retry: How often a dead worker's trial is retried.
         max_nan_trials: Consecutive trials of this worker with a non-finite metric that stop the
             search with an error.
+        candidates: Architectures to evaluate before the sampler's own (e.g. a hand-picked or
+            pre-filtered shortlist). Like the anchors, they are enqueued once, by the worker that creates
+            the study; one equal to an anchor or an earlier candidate is evaluated once, and one over
+            the limits is pruned without evaluation, like the sampler's. They count towards ``n_trials``.
 
     Example:
         >>> import optuna, torch
@@ -1085,10 +1091,22 @@ def one_shot_search(
         ...                          sampler=optuna.samplers.BruteForceSampler(seed=0))
         >>> result.best_arch
         {'0': 16}
+
+        Evaluate a shortlist first: with the two anchors, three trials cover it.
+
+        >>> result = one_shot_search(net, lambda arch: arch["0"] / 32, n_trials=3, candidates=[{"0": 24}])
+        >>> sorted(t.params["0"] for t in result.study.trials)
+        [8, 24, 32]
     """
     check_direction(direction)
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if isinstance(candidates, Mapping):
+        raise TypeError("candidates must be a sequence of architectures, got a single mapping; wrap it in a list")
+    try:
+        shortlist = [supernet.space.validate(arch) for arch in candidates]
+    except ValueError as error:
+        raise ValueError(f"candidates: {error}") from None
     limits = limits_from(max_params, max_flops, max_latency, limits)
     functions = cost_functions(supernet, latency_input, costs)
     check_feasible(supernet, limits, functions)
@@ -1113,10 +1131,10 @@ def one_shot_search(
     )
     descriptor = search_descriptor(supernet, metric_name, direction, objectives, limits)
     anchors = [_as_params(supernet, arch) for arch in (supernet.max_arch(), supernet.min_arch())]
-    if anchors[0] == anchors[1]:
-        anchors = anchors[:1]
+    # Dict keys are insertion-ordered: anchors first, each distinct architecture once.
+    enqueue = list({tuple(p.items()): p for p in [*anchors, *(_as_params(supernet, a) for a in shortlist)]}.values())
     study = create_search_study(
-        metric_name, direction, objectives, storage, study_name, sampler, seed, descriptor=descriptor, enqueue=anchors
+        metric_name, direction, objectives, storage, study_name, sampler, seed, descriptor=descriptor, enqueue=enqueue
     )
     objective = SubnetObjective(supernet, evaluate, objectives, limits, functions)
     worker = _SearchWorker(

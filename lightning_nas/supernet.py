@@ -8,7 +8,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,9 @@ from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is
 from lightning_nas.inputs import call_model, call_with_example, eval_mode, to_device
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 
-__all__ = ["Supernet"]
+__all__ = ["Supernet", "at_arch"]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 _ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
 _AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
@@ -575,3 +577,48 @@ def _submodule(model: nn.Module, path: str, dim_name: str) -> nn.Module:
         return model.get_submodule(path)
     except AttributeError:
         raise ValueError(f"dimension {dim_name!r}: the model has no module {path!r}") from None
+
+
+def at_arch(
+    module: ModuleT,
+    arch: Mapping[str, int],
+    submodule: str | None = None,
+    example_input: Any = None,
+    **supernet_options: Any,
+) -> ModuleT:
+    """Cut a freshly initialised model down to ``arch``, keeping the leading slice of its weights.
+
+    The network (``module`` or its ``submodule``) becomes a :class:`~lightning_nas.Supernet`,
+    which then extracts the dense sub-network. Dimension names are the ones that
+    ``Supernet(network, example_input=...).space`` shows, and missing dimensions keep their full
+    size. The initial weights are slices of the full network's initialisation, so their scale
+    follows the full layer sizes (for example the fan-in of a Linear layer).
+
+    Args:
+        module: The model, e.g. a LightningModule built with a trial's hyperparameters.
+        arch: Architecture to keep, by dimension name.
+        submodule: Attribute path of the network inside ``module`` (e.g. ``"model"``). It is
+            replaced in place and ``module`` itself is returned. Without it, the whole ``module``
+            is the network and a new, dense copy of it is returned.
+        example_input: Input for tracing; defaults to ``module.example_input_array``.
+        **supernet_options: Passed to :class:`~lightning_nas.Supernet` (``dimensions``,
+            ``adapter``, adapter options).
+
+    Returns:
+        The model at ``arch``.
+
+    Example:
+        >>> from lightning_nas.demo import DigitsClassifier
+        >>> module = at_arch(DigitsClassifier(width=8, hidden=16), {"fc": 4}, submodule="model")
+        >>> module.model.fc
+        Linear(in_features=64, out_features=4, bias=True)
+    """
+    network = module.get_submodule(submodule) if submodule else module
+    if example_input is None:
+        example_input = getattr(module, "example_input_array", None)
+    dense = Supernet(network, example_input=example_input, **supernet_options).extract(arch)
+    if not submodule:
+        return dense
+    parent, _, name = submodule.rpartition(".")
+    setattr(module.get_submodule(parent), name, dense)
+    return module

@@ -13,7 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from lightning_nas.cli import main  # noqa: E402
-from lightning_nas.compress import compress  # noqa: E402
+from lightning_nas.compress import WIDTH_FRACTIONS, compress, width_fractions  # noqa: E402
 from lightning_nas.datasets import minilm_model_dir  # noqa: E402
 from lightning_nas.samplers import is_rejection  # noqa: E402
 
@@ -324,3 +324,11 @@ def test_compress_cli_on_the_real_minilm(tmp_path, capsys) -> None:
     assert sum(p.numel() for p in reloaded.parameters()) < 22_000_000
     with torch.no_grad():
         assert reloaded(input_ids=torch.ones(1, 8, dtype=torch.long)).logits.shape == (1, 2)
+
+
+def test_width_fractions_run_from_a_quarter_to_all() -> None:
+    assert width_fractions(24) == WIDTH_FRACTIONS == tuple(k / 24 for k in range(6, 25))
+    assert width_fractions(6) == (2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0)  # a quarter rounded up to a whole step
+    assert width_fractions(1) == (1.0,)
+    with pytest.raises(ValueError, match="width steps must be >= 1, got 0"):
+        width_fractions(0)

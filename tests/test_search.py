@@ -182,3 +182,43 @@ def test_existing_study_with_other_objectives_is_refused(tmp_path) -> None:
     one_shot_search(net, lambda arch: 1.0, n_trials=2, storage=storage)
     with pytest.raises(ValueError, match="already exists with objectives"):
         one_shot_search(net, lambda arch: 1.0, n_trials=2, storage=storage, objectives=("flops",))
+
+
+def test_candidates_are_evaluated_first_once_per_study(tmp_path) -> None:
+    net = Supernet(MLP(), example_input=torch.randn(2, 10))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    names = list(net.space)
+    middle = {n: net.space[n].choices[len(net.space[n].choices) // 2] for n in names}
+    other = {n: net.space[n].choices[1] for n in names}
+    seen: list[dict] = []
+
+    def evaluate(arch):
+        seen.append(dict(arch))
+        return float(sum(arch.values()))
+
+    # The min anchor repeated as a candidate is evaluated once; the duplicate candidate too.
+    candidates = [middle, net.min_arch(), other, middle]
+    one_shot_search(net, evaluate, n_trials=4, storage=storage, candidates=candidates)
+    assert seen == [net.max_arch(), net.min_arch(), middle, other]
+
+    # Resuming does not enqueue them again: the sampler draws the new trials.
+    study = optuna.load_study(study_name="one-shot-search", storage=storage)
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    one_shot_search(net, evaluate, n_trials=6, storage=storage, candidates=[middle])
+    study = optuna.load_study(study_name="one-shot-search", storage=storage)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in study.trials[:4]] == [net.max_arch(), net.min_arch(), middle, other]
+
+
+def test_bad_candidates_are_named_before_any_trial(tmp_path) -> None:
+    net = Supernet(MLP(), example_input=torch.randn(2, 10))
+    storage = tmp_path / "s.db"
+    name = next(iter(net.space))
+    with pytest.raises(ValueError, match=rf"candidates: value 7 is not allowed for dimension '{name}'"):
+        one_shot_search(net, lambda arch: 1.0, storage=storage, candidates=[{**net.max_arch(), name: 7}])
+    with pytest.raises(ValueError, match="candidates: unknown dimensions"):
+        one_shot_search(net, lambda arch: 1.0, storage=storage, candidates=[{"nope": 1}])
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        one_shot_search(net, lambda arch: 1.0, storage=storage, candidates=net.max_arch())
+    assert not storage.exists()
