@@ -12,6 +12,9 @@ import torch
 pytest.importorskip("jsonargparse")
 timm = pytest.importorskip("timm")
 
+# The tests pass the recipe's arguments explicitly; pytest's own command line is not meant for it.
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -37,6 +40,7 @@ def test_timm_recipe_fine_tunes_a_supernet_searches_and_exports(tmp_path: Path) 
             "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--model.image_size=16",
+            "--model.model_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",  # ResNet-18 at 1/8 width
             "--data.image_size=16",
             "--data.batch_size=8",
             "--trainer.callbacks.n_trials=2",
@@ -46,7 +50,7 @@ def test_timm_recipe_fine_tunes_a_supernet_searches_and_exports(tmp_path: Path) 
     assert cli.trainer.global_step == 2
     assert type(cli.model.model).__name__ == "ResNet"
     search = next(c for c in cli.trainer.callbacks if isinstance(c, OneShotSearch))
-    full = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    full = timm.create_model("resnet18", num_classes=10, in_chans=1, channels=(8, 16, 32, 64), stem_width=8)
     assert search.n_trials == 2
     assert search.limits_used == {"params": pytest.approx(0.5 * sum(p.numel() for p in full.parameters()), abs=1)}
     assert (tmp_path / "nas.db").is_file()
@@ -87,3 +91,47 @@ def test_joint_recipe_refuses_an_unknown_hyperparameter_before_training(tmp_path
     with pytest.raises(SystemExit, match="has no init argument 'momentum'"):
         _load("joint_search").run(_joint_args(tmp_path, bad))
     assert not (tmp_path / "joint.db").exists()
+
+
+@pytest.mark.slow
+def test_minilm_recipe_compresses_the_pretrained_transformer(tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from lightning_nas.callbacks import OneShotSearch
+    from lightning_nas.datasets import minilm_model_dir
+
+    model_dir = minilm_model_dir()
+    cli = _load("run").main(
+        [
+            "fit",
+            "--config",
+            str(RECIPES / "compress_minilm.yaml"),
+            f"--model.model_dir={model_dir}",
+            f"--data.model_dir={model_dir}",
+            "--data.max_train=64",
+            "--data.max_test=16",
+            "--data.batch_size=8",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.callbacks.n_trials=2",
+            "--trainer.callbacks.calibration_batches=1",
+        ]
+    )
+    assert cli.trainer.global_step == 2
+    search = next(c for c in cli.trainer.callbacks if isinstance(c, OneShotSearch))
+    assert search.export_path == tmp_path / "best_subnet"
+    reloaded = AutoModelForSequenceClassification.from_pretrained(search.export_path)
+    assert reloaded.config.id2label == {0: "rotten", 1: "fresh"}
+    assert sum(p.numel() for p in reloaded.parameters()) <= search.limits_used["params"]
+    batch = cli.datamodule.tokenizer(["a fine film"], return_tensors="pt")
+    assert reloaded(**batch).logits.shape == (1, 2)
+
+
+def test_minilm_recipe_without_a_model_dir_is_refused_before_loading_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        _load("run").main(["fit", "--config", str(RECIPES / "compress_minilm.yaml")])
+    assert "model_dir" in capsys.readouterr().err
