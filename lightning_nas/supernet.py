@@ -46,13 +46,19 @@ def _parse_axis(axis: str) -> tuple[str, str | None]:
     return path, role or None
 
 
-class Supernet:
+class Supernet(nn.Module):
     """A weight-entangled supernet made from an ordinary ``nn.Module``.
 
     The model's supported layers are swapped, in place, for elastic versions that share the very
-    same parameters (state-dict keys and optimizers are unaffected). Every sub-network is the
-    leading slice of those weights; :meth:`set_arch` activates one, :meth:`extract` returns it as a
-    standalone dense model whose outputs equal the sub-network's.
+    same parameters (the model's state-dict keys and optimizers are unaffected). Every sub-network
+    is the leading slice of those weights; :meth:`set_arch` activates one, :meth:`extract` returns
+    it as a standalone dense model whose outputs equal the sub-network's.
+
+    Like PEFT's ``PeftModel``, the supernet is itself an ``nn.Module`` wrapping the model as its
+    submodule :attr:`model`: ``net(x)`` runs the active sub-network, and ``net.eval()``,
+    ``net.to(device)``, ``net.parameters()`` act on the model. ``net.state_dict()`` holds the
+    model's weights under ``model.``; the search space and active architecture are
+    :meth:`supernet_state`.
 
     Args:
         model: The model. Its submodules are replaced in place; use :attr:`model` afterwards
@@ -82,6 +88,10 @@ class Supernet:
         Linear(in_features=4, out_features=8, bias=True)
         >>> net.num_params({"0": 8}) == sum(p.numel() for p in small.parameters())
         True
+        >>> net.set_arch({"0": 8})
+        >>> x = torch.randn(3, 4)
+        >>> torch.equal(net.eval()(x), small(x))  # the supernet computes as its active sub-network
+        True
     """
 
     def __init__(
@@ -96,6 +106,7 @@ class Supernet:
     ) -> None:
         if isinstance(model, ElasticModule) or any(isinstance(m, ElasticModule) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} is already a supernet; build one Supernet per model")
+        super().__init__()  # before any attribute: nn.Module's __setattr__ needs its registries
         self.example_input = example_input
         self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
@@ -122,7 +133,8 @@ class Supernet:
         self.space = SearchSpace(self.plan.dimensions)
         if space:
             self.space = self.space.restrict(space)
-        self.model, self._swaps = _convert(model, self.plan)
+        converted, self._swaps = _convert(model, self.plan)
+        self.model = converted
         self._axes = [
             (self.model.get_submodule(path), _ROLE_ATTR[role], segments)
             for (path, role), segments in self.plan.layouts.items()
@@ -158,6 +170,10 @@ class Supernet:
         self.model = self.model if root is None else root
         return self.model
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model as the active sub-network: ``net(x)`` is ``net.model(x)``."""
+        return self.model(*args, **kwargs)
+
     # architecture -----------------------------------------------------------------------------
     @property
     def arch(self) -> Arch:
@@ -171,6 +187,25 @@ class Supernet:
         return self.space.min_arch()
 
     def sample_arch(self, rng: random.Random | int | None = None) -> Arch:
+        """A uniformly random architecture of the search space (it is not activated).
+
+        Args:
+            rng: A ``random.Random`` or an int seed. ``None`` draws from torch's global generator,
+                so ``torch.manual_seed`` makes the draw reproducible.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+            >>> net = Supernet(model, example_input=torch.randn(1, 4))
+            >>> _ = torch.manual_seed(0)
+            >>> first = net.sample_arch()
+            >>> _ = torch.manual_seed(0)
+            >>> net.sample_arch() == first, first["0"] in net.space["0"].choices
+            (True, True)
+        """
+        if rng is None:
+            # One draw of torch's generator seeds the Python one: a single seed call governs both.
+            rng = int(torch.randint(2**63 - 1, (), dtype=torch.int64))
         return self.space.sample(rng)
 
     def set_arch(self, arch: Mapping[str, int] | None = None) -> None:
@@ -364,11 +399,21 @@ class Supernet:
                     buffer.copy_(value)
 
     # checkpoints and display ------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The search space and the active architecture (the weights live in the model)."""
+    def supernet_state(self) -> dict[str, Any]:
+        """The search space and the active architecture, as plain data (the weights are :meth:`state_dict`).
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+            >>> net = Supernet(model, example_input=torch.randn(1, 4), space={"0": [8, 32]})
+            >>> net.set_arch({"0": 8})
+            >>> net.supernet_state()
+            {'space': {'0': [8, 32]}, 'arch': {'0': 8}}
+        """
         return {"space": self.space.to_dict(), "arch": self.arch}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_supernet_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the search space and active architecture saved by :meth:`supernet_state`."""
         unknown = set(state["space"]) - set(self.plan.dimensions)
         if unknown:
             raise ValueError(f"checkpoint has dimensions {sorted(unknown)} that this supernet does not have")

@@ -125,6 +125,10 @@ def test_resume_from_checkpoint_restores_callback_and_weights(tmp_path) -> None:
     rng_after_first = first._rng.getstate()
     path = tmp_path / "ckpt" / "last.ckpt"
     assert path.exists()
+    # The checkpoint keeps the supernet's small state as plain data (space and arch), not weights.
+    saved = [s for s in torch.load(path, weights_only=True)["callbacks"].values() if "supernet" in s]
+    assert saved == [first.state_dict()] and saved[0]["supernet"] == first.supernet.supernet_state()
+    assert set(saved[0]["supernet"]) == {"space", "arch"} and saved[0]["supernet"]["space"]["fc"] == [4, 16]
 
     resumed = SupernetCallback(strategy="spos", module="model", space={"fc": [4, 16]}, seed=3)
     fresh = _module()

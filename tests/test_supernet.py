@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from torch import nn
@@ -174,11 +176,11 @@ def test_batchnorm_recalibration_and_snapshot() -> None:
     torch.testing.assert_close(bn.running_mean, before)  # snapshot restored the statistics
 
 
-def test_state_dict_round_trip_and_describe() -> None:
+def test_supernet_state_round_trip_and_describe() -> None:
     net = Supernet(MLP(), example_input=torch.randn(2, 10), space={"fc1": [16, 64]})
     net.set_arch({"fc1": 16, "fc2": 12})
     other = Supernet(MLP(), example_input=torch.randn(2, 10))
-    other.load_state_dict(net.state_dict())
+    other.load_supernet_state(net.supernet_state())
     assert other.arch == net.arch and other.space.to_dict() == net.space.to_dict()
     text = net.describe()
     assert "fc1" in text and "width" in text and "architectures" in text
@@ -241,3 +243,43 @@ def test_notes_name_the_root_module_instead_of_an_empty_path() -> None:
     message = str(error.value)
     assert "the model's own parameters: batch_norm on them is not supported" in message
     assert ": : " not in message and "dimension: :" not in message
+
+
+def test_the_supernet_is_a_module_that_runs_its_active_subnetwork() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    net = Supernet(ResNet(), example_input=x)
+    model = net.model
+    assert isinstance(net, nn.Module) and net.get_submodule("model") is model
+    arch = net.sample_arch(1)
+    net.set_arch(arch)
+    assert net.eval() is net and not any(m.training for m in model.modules())
+    torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(net(x), net.extract(arch).eval()(x), atol=1e-5, rtol=1e-5)
+    net.train()
+    assert all(m.training for m in model.modules())
+    assert [id(p) for p in net.parameters()] == [id(p) for p in model.parameters()]
+    # PyTorch's convention: state_dict() is the weights, under the submodule's name.
+    weights = net.state_dict()
+    assert list(weights) == [f"model.{key}" for key in model.state_dict()]
+    other = Supernet(ResNet(), example_input=x)
+    other.load_state_dict(weights)
+    other.set_arch(arch)
+    torch.testing.assert_close(other.eval()(x), net.eval()(x), rtol=0, atol=0)
+    assert net.to(torch.float64) is net and next(model.parameters()).dtype == torch.float64
+    assert net(x.double()).dtype == torch.float64
+    plain = net.restore()
+    assert plain is model and not any(isinstance(m, ElasticModule) for m in plain.modules())
+
+
+def test_sample_arch_follows_torch_manual_seed() -> None:
+    net = Supernet(ResNet(), example_input=torch.randn(1, 3, 8, 8))
+    draws = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        first = net.sample_arch()
+        torch.manual_seed(seed)
+        assert net.sample_arch() == first
+        assert net.space.validate(first) == first
+        draws.append(tuple(sorted(first.items())))
+    assert len(set(draws)) > 1  # the seed matters
+    assert net.sample_arch(3) == net.sample_arch(3) == net.sample_arch(random.Random(3))

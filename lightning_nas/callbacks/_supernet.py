@@ -371,7 +371,7 @@ class SupernetCallback(L.Callback):
         if self.example_input is not None:
             state["example_input"] = self.example_input
         if self.supernet is not None:
-            state["supernet"] = self.supernet.state_dict()
+            state["supernet"] = self.supernet.supernet_state()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -390,7 +390,7 @@ class SupernetCallback(L.Callback):
         rng_state = state["rng"]
         self._rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         if "supernet" in state:
-            self.supernet.load_state_dict(state["supernet"])
+            self.supernet.load_supernet_state(state["supernet"])
 
 
 _DIMENSION_TYPES = {cls.__name__: cls for cls in (Width, Depth, Kernel)}

@@ -101,7 +101,7 @@ def _scoring(target: Target, arch: Mapping[str, int] | None, train: bool = True)
     weight-shared supernet belong to no particular sub-network. Dropout stays off either way, so
     that a score is a deterministic function of the weights and the batches.
     """
-    if isinstance(target, Supernet):
+    if isinstance(target, Supernet):  # before nn.Module: a Supernet is one too
         model = target.model
         active: AbstractContextManager[Any] | None = target.use(target.arch if arch is None else arch)
     elif isinstance(target, nn.Module):
