@@ -101,15 +101,10 @@ class DigitsCNN(nn.Module):
         return self.head(F.relu(self.fc(x)))
 
 
-class DigitsClassifier(L.LightningModule):
-    """An ordinary LightningModule: cross-entropy training, accuracy logged as ``val_acc``."""
-
-    def __init__(self, lr: float = 3e-3, weight_decay: float = 1e-4, **model_kwargs: int) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = DigitsCNN(**model_kwargs)
-        self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=10)
-        self.example_input_array = torch.zeros(1, 1, 8, 8)
+class ImageClassifierSteps(L.LightningModule):
+    """The steps of an image classifier: ``self.model`` trained with cross-entropy, ``val_acc`` and
+    ``val_loss`` logged, AdamW with the ``lr`` / ``weight_decay`` hyperparameters. Subclasses build
+    ``self.model`` and ``self.val_acc``."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -129,3 +124,14 @@ class DigitsClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class DigitsClassifier(ImageClassifierSteps):
+    """An ordinary LightningModule: cross-entropy training, accuracy logged as ``val_acc``."""
+
+    def __init__(self, lr: float = 3e-3, weight_decay: float = 1e-4, **model_kwargs: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = DigitsCNN(**model_kwargs)
+        self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=10)
+        self.example_input_array = torch.zeros(1, 1, 8, 8)

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from lightning_nas.apps.digits import DigitsDataModule
+from lightning_nas.apps.digits import DigitsDataModule, ImageClassifierSteps
 
 __all__ = ["DigitsImageDataModule", "ImageClassifier"]
 
@@ -48,7 +46,7 @@ class DigitsImageDataModule(DigitsDataModule):
             setattr(self, name, TensorDataset(F.interpolate(images, size=size, mode="bilinear"), labels))
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(ImageClassifierSteps):
     """A ``timm`` model trained with cross-entropy; logs ``val_acc`` and ``val_loss``.
 
     Args:
@@ -88,22 +86,3 @@ class ImageClassifier(L.LightningModule):
         )
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.example_input_array = torch.zeros(1, in_chans, image_size, image_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.val_acc(logits, y)
-        self.log("val_loss", F.cross_entropy(logits, y))
-        self.log("val_acc", self.val_acc, prog_bar=True)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
