@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and I
     from lightning_nas.inputs import call_model
     from lightning_nas.metrics import count_flops, count_params, measure_latency
     from lightning_nas.proxies import PROXIES, ProxyObjective, compute_proxy, rank_archs, warmup
+    from lightning_nas.recovery import Distiller, recover
     from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
     from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
     from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
@@ -74,6 +75,8 @@ _LAZY = {
     "load_supernet_checkpoint": "lightning_nas.callbacks",
     "search_checkpoint": "lightning_nas.callbacks",
     "compress": "lightning_nas.compress",
+    "Distiller": "lightning_nas.recovery",
+    "recover": "lightning_nas.recovery",
     "joint_search": "lightning_nas.hpo",
     "JointObjective": "lightning_nas.hpo",
     "TrialPruning": "lightning_nas.callbacks",
@@ -86,6 +89,7 @@ __all__ = [
     "CostAwarePruner",
     "Depth",
     "Dimension",
+    "Distiller",
     "InstaTune",
     "JointObjective",
     "Kernel",
@@ -121,6 +125,7 @@ __all__ = [
     "measure_latency",
     "one_shot_search",
     "rank_archs",
+    "recover",
     "reorder_by_importance",
     "save_module",
     "search_checkpoint",

@@ -33,18 +33,29 @@ Examples:
   lightning-nas compress smollm2 --train corpus.txt --block-size 128   # task causal-lm, from the config"""
 
 
-def _positive(kind: type) -> Any:
+def _number(kind: type, *, above_zero: bool) -> Any:
+    """An argparse type: a number of ``kind`` that is > 0 (``above_zero``) or >= 0."""
+    word = "a number" if kind is float else "an integer"
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}") from None
+        if not (value > 0 if above_zero else value >= 0):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above_zero else '>='} 0, got {text}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{'positive' if above_zero else 'non-negative'} {kind.__name__}"
     return parse
+
+
+def _positive(kind: type) -> Any:
+    return _number(kind, above_zero=True)
+
+
+_non_negative_int = _number(int, above_zero=False)
+_non_negative_float = _number(float, above_zero=False)
 
 
 def _fraction(text: str) -> float:
@@ -54,16 +65,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -115,6 +116,9 @@ def _compress(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         block_size=args.block_size,
+        recover_top_k=args.recover_top_k,
+        recover_steps=args.recover_steps,
+        recover_hidden_weight=args.recover_hidden_weight,
     )
     from lightning_nas._jobs import dashboard_hint
     from lightning_nas.adapters._hf_compressed import load_instructions
@@ -303,6 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--elastic-depth", action="store_true", help="also drop layers")
     job.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
     job.add_argument("--seed", type=int, default=0, help="seed of data order, carving, sampling and search")
+    recovery = compress.add_argument_group("recovery (distil the search's best candidates before choosing one)")
+    recovery.add_argument(
+        "--recover-top-k", type=_positive(int), default=3, help="candidates distilled from the fine-tuned full model"
+    )
+    recovery.add_argument(
+        "--recover-steps",
+        type=_non_negative_int,
+        default=None,
+        help="distillation steps per candidate (default: half an epoch; 0: export the search's best as it is)",
+    )
+    recovery.add_argument(
+        "--recover-hidden-weight",
+        type=_non_negative_float,
+        default=1.0,
+        help="weight of the layer-wise hidden-state loss next to the logits' (0: logits only)",
+    )
     compress.set_defaults(run=_compress)
 
     dashboard = commands.add_parser(

@@ -17,6 +17,7 @@ instantly.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sys
@@ -526,8 +527,11 @@ def compress(
     checkpoint_every: int = 200,
     progress_interval: float = 30.0,
     block_size: int | None = None,
+    recover_top_k: int = 3,
+    recover_steps: int | None = None,
+    recover_hidden_weight: float = 1.0,
 ) -> CompressionReport:
-    """Fine-tune ``model_dir`` as a supernet on a task, search it, export the best sub-network.
+    """Fine-tune ``model_dir`` as a supernet on a task, search it, recover the best few, export the best.
 
     Every argument and the data are checked before any model is loaded; a bad one raises a
     one-line ``ValueError`` / ``FileNotFoundError`` naming the file, column or option, and nothing
@@ -579,6 +583,14 @@ def compress(
         progress_interval: Seconds between progress lines when stdout is not a terminal.
         block_size: Tokens per packed block of the ``causal-lm`` task (default: 128, capped by
             the model's ``max_position_embeddings``).
+        recover_top_k: After the search, the best ``recover_top_k`` sub-networks within the budget
+            are each distilled from the fine-tuned full model (:func:`~lightning_nas.recovery.recover`,
+            Minitron's step), and the best after that is exported.
+        recover_steps: Distillation steps per candidate (default: half an epoch; 0: no recovery,
+            export the search's best with the supernet's weights). Changing it (or the two
+            recovery options) on a rerun reuses the fine-tuned supernet and the study.
+        recover_hidden_weight: Weight of the layer-wise hidden-state loss next to the logits'
+            (0: logits only).
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original
@@ -609,6 +621,11 @@ def compress(
     )
     if importance_batches < 0:
         raise ValueError(f"importance_batches must be >= 0, got {importance_batches}")
+    jobs.check_positive(recover_top_k=recover_top_k)
+    if recover_steps is not None and recover_steps < 0:
+        raise ValueError(f"recover_steps must be >= 0, got {recover_steps}")
+    if recover_hidden_weight < 0:
+        raise ValueError(f"recover_hidden_weight must be >= 0, got {recover_hidden_weight}")
     if train is None and (validation is not None or test is not None):
         raise ValueError("validation= / test= need train=")
     if train is not None and dataset is not None:
@@ -680,7 +697,15 @@ def compress(
         limit_train_batches=limit_train_batches,
         checkpoint_every=checkpoint_every,
         progress_interval=progress_interval,
+        recovery=_Recovery(recover_top_k, recover_steps, recover_hidden_weight),
     )
+
+
+@dataclass(frozen=True)
+class _Recovery:
+    top_k: int
+    steps: int | None  # None: half an epoch
+    hidden_weight: float
 
 
 def _without_transformers_bars(run: Any) -> Any:
@@ -727,14 +752,15 @@ def _run(
     limit_train_batches: int | float | None,
     checkpoint_every: int,
     progress_interval: float,
+    recovery: _Recovery,
 ) -> CompressionReport:
-    """The job after the checks: fine-tune as a supernet, search, export, measure, report."""
+    """The job after the checks: fine-tune as a supernet, search, recover, export, measure, report."""
     import lightning as L
 
     import lightning_nas._jobs as jobs
     from lightning_nas.callbacks import OneShotSearch, SupernetCallback
     from lightning_nas.callbacks._quiet import quiet_lightning
-    from lightning_nas.export.hf import export_hf, load_hf
+    from lightning_nas.export.hf import export_hf, load_hf, save_hf
     from lightning_nas.importance import reorder_by_importance
     from lightning_nas.metrics import count_params, directory_size, measure_latency
 
@@ -772,6 +798,16 @@ def _run(
         f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params outside nn.Embedding"
     )
 
+    steps_per_epoch = len(datamodule.train_dataloader())
+    if limit_train_batches is not None:
+        steps_per_epoch = (
+            min(steps_per_epoch, limit_train_batches)
+            if isinstance(limit_train_batches, int)
+            else int(steps_per_epoch * limit_train_batches)
+        )
+    recover_steps = max(1, steps_per_epoch // 2) if recovery.steps is None else recovery.steps
+    export_dir = out / "best_model"
+
     def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
         console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
         return export_hf(net, directory, arch, tokenizer=tokenizer, **verification)
@@ -785,7 +821,7 @@ def _run(
         n_trials=n_trials,
         storage=storage,
         study_name="compress",
-        export_dir=out / "best_model",
+        export_dir=False if recover_steps else export_dir,  # with recovery, the distilled model is exported below
         exporter=exporter,
         loader=load_hf,
         seed=seed,
@@ -811,13 +847,6 @@ def _run(
             limit_train_batches=limit_train_batches,
             num_sanity_val_steps=0,
         )
-    steps_per_epoch = len(datamodule.train_dataloader())
-    if limit_train_batches is not None:
-        steps_per_epoch = (
-            min(steps_per_epoch, limit_train_batches)
-            if isinstance(limit_train_batches, int)
-            else int(steps_per_epoch * limit_train_batches)
-        )
     console.phase(
         "fine-tuning",
         f"{epochs} epoch(s) x {steps_per_epoch} steps, strategy {strategy}; checkpoints in {out / _CHECKPOINTS}"
@@ -827,16 +856,33 @@ def _run(
         # Resuming writes into the checkpoint folder of the same run, on purpose.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    if search.best_model is None:
+    if search.result is None or search.result.best is None:
         raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
 
-    console.phase("test evaluation and latency measurement", "original and compressed, batch 32 and 1")
     full = supernet.extract(supernet.max_arch())
+    if recover_steps:
+        best_model, best_arch = _recover(
+            job, supernet, module, datamodule, search.result, full, recovery, recover_steps, seed, console
+        )
+        console.phase("export + verification", f"{export_dir} (reloaded and compared with the distilled model)")
+        export_path = save_hf(
+            best_model,
+            export_dir,
+            tokenizer=tokenizer,
+            inputs=list(itertools.islice(iter(datamodule.val_dataloader()), 2)),
+            example_input=job.latency_inputs(2),
+            arch=best_arch,
+        )
+        best_model = load_hf(export_path)
+    else:
+        best_model, best_arch, export_path = search.best_model, search.result.best_arch, search.export_path
+
+    console.phase("test evaluation and latency measurement", "original and compressed, batch 32 and 1")
     examples = {batch: job.latency_inputs(batch) for batch in (32, 1)}
     rows = []
     sources = (
         ("fine-tuned original", full, supernet.max_arch(), job.settings.model_dir),
-        ("compressed", search.best_model, search.result.best_arch, search.export_path),
+        ("compressed", best_model, best_arch, export_path),
     )
     for name, model, arch, path in sources:
         model = model.eval()
@@ -853,4 +899,49 @@ def _run(
         )
     report_path = out / "report.json"
     report_path.write_text(json.dumps(rows, indent=2))
-    return CompressionReport(rows, search.export_path, storage, job.columns, report_path, out / _CHECKPOINTS)
+    return CompressionReport(rows, export_path, storage, job.columns, report_path, out / _CHECKPOINTS)
+
+
+def _recover(
+    job: CompressTask,
+    supernet: Any,
+    module: Any,
+    datamodule: Any,
+    result: Any,
+    teacher: nn.Module,
+    recovery: _Recovery,
+    steps: int,
+    seed: int,
+    console: Console,
+) -> tuple[nn.Module, dict[str, int]]:
+    """Distil the search's top candidates from the fine-tuned full model; the best after that, and its arch."""
+    from lightning_nas.recovery import recover
+
+    top = result.top(recovery.top_k)
+    what = "logits + hidden states" if recovery.hidden_weight else "logits"
+    console.phase(
+        "recovery distillation",
+        f"the best {len(top)} sub-networks of the search x {steps} steps each, from the fine-tuned full model ({what})",
+    )
+    found = recover(
+        supernet,
+        [dict(t.user_attrs["arch"]) for t in top],
+        module,
+        datamodule.train_dataloader,
+        datamodule.val_dataloader(),
+        metric=job.metric,
+        direction=job.direction,
+        steps=steps,
+        teacher=teacher,
+        scores_before=[t.values[0] for t in top],
+        seed=seed,
+        lr=job.settings.lr,
+        hidden_weight=recovery.hidden_weight,
+        on_candidate=lambda i, arch: console.say(f"  candidate {i + 1} of {len(top)}: {arch}"),
+    )
+    for rank, candidate in enumerate(found):
+        console.say(
+            f"  {'chosen' if rank == 0 else 'kept   '} {job.metric} {candidate.score_before:.4f} (supernet weights) -> "
+            f"{candidate.score:.4f} (distilled): {candidate.arch}"
+        )
+    return found[0].model.eval(), found[0].arch

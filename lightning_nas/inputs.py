@@ -29,6 +29,7 @@ __all__ = [
     "call_model",
     "call_with_example",
     "eval_mode",
+    "hidden_states",
     "model_loss",
     "output_loss",
     "output_tensor",
@@ -115,11 +116,12 @@ def call_with_example(model: Any, example_input: Any) -> Any:
     return model(example_input)
 
 
-def call_model(model: nn.Module, batch: Any) -> Any:
+def call_model(model: nn.Module, batch: Any, **options: Any) -> Any:
     """Run ``model`` on a batch as data loaders usually yield it.
 
     A tensor is the input; for a tuple or list the first item is the input (``(x, y)``); a mapping
-    is passed as keyword arguments without its labels (Hugging Face style batches).
+    is passed as keyword arguments without its labels (Hugging Face style batches), together with
+    ``options`` (e.g. ``output_hidden_states=True``; other inputs take no options).
 
     Example:
         >>> call_model(torch.nn.Linear(2, 1), (torch.zeros(3, 2), torch.zeros(3))).shape
@@ -128,7 +130,7 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     if not isinstance(batch, (Tensor, Mapping, tuple, list)):
         raise TypeError(f"cannot tell the model input in a batch of type {type(batch).__name__}; pass `forward=`")
     inputs = batch_input(batch)
-    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    return model(**inputs, **options) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def output_tensor(output: Any) -> Tensor:
@@ -148,6 +150,20 @@ def output_tensor(output: Any) -> Tensor:
             if isinstance(item, Tensor):
                 return item
     raise TypeError(f"cannot find a prediction tensor in a model output of type {type(output).__name__}")
+
+
+def hidden_states(output: Any) -> tuple[Tensor, ...] | None:
+    """The per-layer hidden states of an output (``.hidden_states`` of a Hugging Face output, asked for
+    with ``output_hidden_states=True``: the embeddings' output, then one per layer), else ``None``.
+
+    Example:
+        >>> hidden_states({"hidden_states": (torch.zeros(1), torch.ones(1))})[1]
+        tensor([1.])
+        >>> hidden_states(torch.zeros(2)) is None
+        True
+    """
+    states = output.get("hidden_states") if isinstance(output, Mapping) else getattr(output, "hidden_states", None)
+    return tuple(states) if isinstance(states, (tuple, list)) and states else None
 
 
 def output_loss(output: Any) -> Tensor | None:

@@ -309,6 +309,31 @@ class SearchResult:
     def best_arch(self) -> Arch | None:
         return None if self.best is None else dict(self.best.user_attrs["arch"])
 
+    def top(self, k: int) -> list[FrozenTrial]:
+        """The ``k`` best evaluated trials within the limits by the task metric, one per architecture, best first.
+
+        Unlike :attr:`front`, a trial dominated in cost still counts: this is the shortlist of
+        candidates that are good enough and affordable (e.g. for
+        :func:`~lightning_nas.recovery.recover`). Ties go to the first objective cost.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        sign = -1 if self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        feasible = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("copy_of") is None and all(v <= 0 for v in (t.constraints or {}).values())
+        ]
+        feasible.sort(key=lambda t: (sign * t.values[0], *t.values[1:], t.number))
+        seen: set[str] = set()
+        top = []
+        for trial in feasible:
+            key = _arch_key(trial.user_attrs["arch"])
+            if key not in seen:
+                seen.add(key)
+                top.append(trial)
+        return top[:k]
+
     def table(self) -> str:
         """The Pareto front as a text table, with what its ``trial`` and ``arch`` columns mean.
 

@@ -169,6 +169,46 @@ def test_compress_resumes_fine_tuning_from_its_checkpoint(tiny_bert_dir, tmp_pat
         compress(tiny_bert_dir, out, **kwargs)
 
 
+def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retrains_nothing(
+    tiny_bert_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    from lightning_nas.apps import TextClassifier
+    from lightning_nas.recovery import Distiller
+
+    train = _write_csv(tmp_path / "reviews.csv", _reviews(64))
+    kwargs = dict(train=train, text_column="review", label_column="sentiment", n_trials=4, max_length=16)
+    kwargs.update(batch_size=16, importance_batches=1, max_encoder_params=0.7, recover_top_k=2)
+    out = tmp_path / "out"
+    report = compress(tiny_bert_dir, out, recover_steps=3, **kwargs)
+    printed = capsys.readouterr().out
+    assert "recovery distillation: the best 2 sub-networks of the search x 3 steps each" in printed
+    assert printed.count("chosen val_acc") == 1 and printed.count("kept    val_acc") == 1
+    study = optuna.load_study(study_name="compress", storage=report.study_storage)
+    trials = len(study.trials)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # Best first as the search ranks them: the metric, then the costs (params, latency).
+    top = [dict(t.user_attrs["arch"]) for t in sorted(completed, key=lambda t: (-t.values[0], *t.values[1:]))]
+    exported = json.loads((report.export_path / "arch.json").read_text())["arch"]
+    assert exported in top[:2]
+    # The export is the distilled model: it reloads with plain transformers and computes as it did in memory.
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(report.export_path)
+    assert sum(p.numel() for p in reloaded.parameters()) == report.rows[1]["params"]
+    with_recovery = {k: v.clone() for k, v in reloaded.state_dict().items()}
+
+    trained = []
+    monkeypatch.setattr(TextClassifier, "training_step", lambda *a: trained.append(1) or 1 / 0)
+    monkeypatch.setattr(Distiller, "training_step", lambda *a: trained.append(1) or 1 / 0)
+    plain = compress(tiny_bert_dir, out, recover_steps=0, **kwargs)
+    printed = capsys.readouterr().out
+    assert not trained and "recovery distillation" not in printed
+    assert len(optuna.load_study(study_name="compress", storage=plain.study_storage).trials) == trials
+    without = transformers.AutoModelForSequenceClassification.from_pretrained(plain.export_path).state_dict()
+    arch = json.loads((plain.export_path / "arch.json").read_text())["arch"]
+    assert arch == top[0]
+    if arch == exported:  # the same sub-network, with the supernet's weights instead of the distilled ones
+        assert any(not torch.equal(with_recovery[k], without[k]) for k in without)
+
+
 @pytest.mark.parametrize(
     "space",
     [{}, {"per_layer": True, "elastic_hidden": True, "elastic_depth": True}],
@@ -237,6 +277,7 @@ _BAD_INPUT = [
     ("no-config", ["--model", "{empty_dir}"], r"not a Hugging Face model directory \(no config.json\)"),
     ("out-under-a-file", ["--out", "{file}/out"], r"output directory .* is under .*a-file, which is a file"),
     ("unknown-task", ["--task", "translation"], r"argument --task: invalid choice: 'translation'"),
+    ("recover-steps-negative", ["--recover-steps", "-1"], r"argument --recover-steps: must be >= 0, got -1"),
 ]
 
 

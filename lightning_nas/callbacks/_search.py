@@ -83,21 +83,36 @@ class LoggedMetricEvaluator:
             return self._evaluate(arch)
 
     def _evaluate(self, arch: Arch) -> float:
-        trainer = L.Trainer(accelerator=self.accelerator, devices=1, precision=self.precision, **QUIET_TRAINER)
-        previous_trainer = self.pl_module._trainer
         with self.supernet.use(arch), self.supernet.batchnorm_snapshot():
             if self.calibration is not None:
                 self.supernet.recalibrate_batchnorm(self.calibration, self.forward, self.calibration_batches)
-            try:
-                with single_process_metrics(self.pl_module):
-                    results = trainer.validate(self.pl_module, dataloaders=self.dataloaders, verbose=False)
-            finally:
-                self.pl_module.trainer = previous_trainer
-        if self.metric not in results[0]:
-            raise MisconfigurationException(
-                f"the metric {self.metric!r} was not logged by validation_step; logged: {sorted(results[0])}"
+            return validated_metric(
+                self.pl_module, self.dataloaders, self.metric, accelerator=self.accelerator, precision=self.precision
             )
-        return float(results[0][self.metric])
+
+
+def validated_metric(
+    pl_module: L.LightningModule, dataloaders: Any, metric: str, *, accelerator: Any = "auto", precision: Any = None
+) -> float:
+    """``metric`` as ``pl_module.validation_step`` logs it on ``dataloaders``, in a quiet one-device Trainer.
+
+    Lightning's banners and tips stay off (one Trainer per evaluated model).
+
+    The module's own trainer (if it is being fitted) is restored afterwards.
+    """
+    with quiet_lightning():
+        trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, **QUIET_TRAINER)
+    previous_trainer = pl_module._trainer
+    try:
+        with single_process_metrics(pl_module), quiet_lightning():
+            results = trainer.validate(pl_module, dataloaders=dataloaders, verbose=False)
+    finally:
+        pl_module.trainer = previous_trainer
+    if metric not in results[0]:
+        raise MisconfigurationException(
+            f"the metric {metric!r} was not logged by validation_step; logged: {sorted(results[0])}"
+        )
+    return float(results[0][metric])
 
 
 class _TrialLines:

@@ -139,8 +139,14 @@ def full_precision() -> Iterator[None]:
 
 def reference_outputs(supernet: Any, arch: Mapping[str, int], probes: Sequence[Probe]) -> list[Any]:
     """The outputs of ``arch`` inside the supernet (eval mode, no grad, full fp32) on every probe."""
-    with supernet.use(arch), eval_mode(supernet.model), torch.no_grad(), full_precision():
-        return [_call(supernet.model, probe, "the supernet's sub-network", ValueError) for probe in probes]
+    with supernet.use(arch):
+        return model_outputs(supernet.model, probes, "the supernet's sub-network")
+
+
+def model_outputs(model: nn.Module, probes: Sequence[Probe], what: str = "the model") -> list[Any]:
+    """The outputs of ``model`` (eval mode, no grad, full fp32) on every probe."""
+    with eval_mode(model), torch.no_grad(), full_precision():
+        return [_call(model, probe, what, ValueError) for probe in probes]
 
 
 def check_outputs(

@@ -62,7 +62,7 @@ from lightning_nas.export._files import (
     read_manifest,
     write_manifest,
 )
-from lightning_nas.export._verify import check_outputs, probes_for, reference_outputs, verify_outputs
+from lightning_nas.export._verify import check_outputs, model_outputs, probes_for, reference_outputs, verify_outputs
 from lightning_nas.inputs import call_model, call_with_example, eval_mode
 from lightning_nas.supernet import Supernet
 
@@ -71,18 +71,40 @@ __all__ = ["ExportError", "auto_class_for", "export_hf", "load_hf", "random_toke
 FORMAT = "lightning_nas.hf"
 
 
-def save_hf(model: nn.Module, directory: str | os.PathLike[str], *, tokenizer: Any = None) -> Path:
+def save_hf(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    inputs: Iterable[Any] = (),
+    example_input: Any = None,
+    forward: Callable[[nn.Module, Any], Any] = call_model,
+    random_tokens: int = 2048,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    arch: Mapping[str, int] | None = None,
+) -> Path:
     """Write a Hugging Face model with ``save_pretrained`` (safetensors), plus its tokenizer.
 
     The directory is written next to its target, reloaded with :func:`load_hf` and compared
-    tensor by tensor with ``model`` (exactly), then moved into place; an earlier export there is
-    replaced only then. For a check of outputs against a supernet, use :func:`export_hf`.
+    tensor by tensor with ``model`` (exactly); given ``inputs`` or an ``example_input``, the
+    reloaded model's outputs must also reproduce ``model``'s (eval mode) on them and on random
+    token ids shaped like the example (as in :func:`export_hf`), since equal tensors in a config
+    that wires them differently would still compute something else. Only then is it moved into
+    place, replacing an earlier export there. For a check against a supernet, use
+    :func:`export_hf`.
 
     Args:
         model: A ``PreTrainedModel``, typically from :meth:`~lightning_nas.Supernet.extract`.
         directory: Where to write (created if missing).
         tokenizer: A tokenizer (anything with ``save_pretrained``), or the directory of the source
             model, whose tokenizer is loaded with ``AutoTokenizer`` and saved alongside.
+        inputs: Real batches for the output check, as data loaders yield them.
+        example_input: Model input (a mapping of keyword arguments) giving the random tokens' shape.
+        forward: ``forward(model, batch)`` runs a model on one of ``inputs``.
+        random_tokens: Most random tokens in the check (0: none).
+        atol, rtol: Tolerances of the output check (see :func:`export_hf`).
+        arch: The architecture recorded in ``arch.json`` (e.g. the sub-network ``model`` came from).
 
     Returns:
         The directory (absolute).
@@ -98,14 +120,19 @@ def save_hf(model: nn.Module, directory: str | os.PathLike[str], *, tokenizer: A
     target = check_target(directory)
     _require_pretrained(model, "save_hf")
     tokenizer = _tokenizer(tokenizer)
+    randoms = [] if example_input is None else random_token_inputs(model, example_input, random_tokens)
+    probes = probes_for(example_input, inputs, forward, randoms)
+    expected = model_outputs(model, probes)
+    device = next(model.parameters()).device
 
-    def same_tensors(reloaded: nn.Module) -> None:
-        expected = model.state_dict()
+    def same_model(reloaded: nn.Module) -> None:
+        state = model.state_dict()
         for name, tensor in reloaded.state_dict().items():
-            if name not in expected or not torch.equal(tensor.cpu(), expected[name].detach().cpu()):
+            if name not in state or not torch.equal(tensor.cpu(), state[name].detach().cpu()):
                 raise ExportError(f"the reloaded model's {name} differs from the saved one")
+        check_outputs(reloaded.to(device), probes, expected, atol=atol, rtol=rtol, what=f"{type(reloaded).__name__}")
 
-    return _write(model, target, tokenizer, same_tensors, {})
+    return _write(model, target, tokenizer, same_model, arch or {})
 
 
 def export_hf(
