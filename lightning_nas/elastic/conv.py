@@ -44,9 +44,15 @@ class ElasticConv2d(ElasticModule, nn.Conv2d):
 
     _dense_cls = nn.Conv2d
     _elastic_attrs = ("active_in", "active_out", "active_kernel")
+    elastic_axes = {"in": "active_in", "out": "active_out"}
+    default_role = "out"
     active_in: Index
     active_out: Index
     active_kernel: int | None
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"in": module.in_channels, "out": module.out_channels}
 
     @property
     def is_depthwise(self) -> bool:

@@ -25,7 +25,13 @@ class ElasticEmbedding(ElasticModule, nn.Embedding):
 
     _dense_cls = nn.Embedding
     _elastic_attrs = ("active_out",)
+    elastic_axes = {"out": "active_out"}
+    default_role = "out"
     active_out: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"out": module.embedding_dim}
 
     def forward(self, input: Tensor) -> Tensor:
         return F.embedding(

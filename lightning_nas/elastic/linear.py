@@ -27,8 +27,13 @@ class ElasticLinear(ElasticModule, nn.Linear):
 
     _dense_cls = nn.Linear
     _elastic_attrs = ("active_in", "active_out")
+    elastic_axes = {"in": "active_in", "out": "active_out"}
     active_in: Index
     active_out: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"in": module.in_features, "out": module.out_features}
 
     def forward(self, input: Tensor) -> Tensor:
         if self.active_in is None and self.active_out is None:

@@ -21,7 +21,13 @@ class _ElasticBatchNorm(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": "active_features"}
+    default_role = "features"
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"features": module.num_features}
 
     def forward(self, input: Tensor) -> Tensor:
         index = self.active_features
@@ -93,7 +99,15 @@ class ElasticLayerNorm(ElasticModule, nn.LayerNorm):
 
     _dense_cls = nn.LayerNorm
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": "active_features"}
+    default_role = "features"
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        # Only a 1-d normalized shape has one features axis to slice.
+        shape = module.normalized_shape
+        return {"features": shape[0]} if len(shape) == 1 else {}
 
     def forward(self, input: Tensor) -> Tensor:
         index = self.active_features
