@@ -736,6 +736,37 @@ def _assert_outside_equal(value: Tensor, expected: Tensor, slicer: Slicer, what:
     torch.testing.assert_close(value[outside], expected[outside], msg=f"{what}: changed outside the active slice")
 
 
+def _active_shapes(elastic: ElasticModule) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    """What an active slice changes: the kept tensors' shapes and the dense module's size attributes."""
+    tensors = {name: tuple(t.shape) for name, t in elastic.active_tensors().items()}
+    return tensors, {k: v for k, v in elastic._dense_attributes().items() if k != "_modules"}
+
+
+@pytest.mark.parametrize("dense_cls", REGISTERED, ids=_case_id)
+def test_every_type_answers_for_its_axes(dense_cls: type[nn.Module]) -> None:
+    """Each elastic class names its axes and their full lengths; setting an axis to its length keeps
+    the whole module, one entry less shrinks it."""
+    elastic = make_case(dense_cls, 0).elastic
+    cls = type(elastic)
+    assert set(cls.elastic_axes.values()) <= set(cls._elastic_attrs)
+    assert cls.default_role is None or cls.default_role in cls.elastic_axes
+    lengths = cls.axis_lengths(elastic)  # the elastic module holds the plain module's attributes
+    assert set(lengths) == set(cls.elastic_axes), f"{cls.__name__} answers {lengths} for axes {cls.elastic_axes}"
+    for role, length in lengths.items():
+        attr = cls.active_attr(role)
+        assert cls.axis_length(elastic, role) == length
+        elastic.reset_active()
+        full = _active_shapes(elastic)
+        object.__setattr__(elastic, attr, length)
+        assert _active_shapes(elastic) == full, f"{cls.__name__}: {role!r} is longer than {length}"
+        if length > 1 and not (role == "in" and getattr(elastic, "is_depthwise", False)):
+            object.__setattr__(elastic, attr, length - 1)
+            assert _active_shapes(elastic) != full, f"{cls.__name__}: {role!r} is not {length} long"
+        elastic.reset_active()
+    with pytest.raises(ValueError, match=f"{cls.__name__} has no elastic axis 'sideways'"):
+        cls.active_attr("sideways")
+
+
 @pytest.mark.parametrize(("dense_cls", "seed"), CASES)
 def test_forward_matches_the_hand_built_reference(dense_cls: type[nn.Module], seed: int) -> None:
     case = make_case(dense_cls, seed)
