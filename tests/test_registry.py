@@ -233,3 +233,24 @@ def test_hf_adapter_types_reach_only_their_supernet() -> None:
         Supernet(plain, dims)
     own = Supernet(plain, dims, elastic_types={Conv1D: net.plan.elastic_types[Conv1D]})
     assert own.extract({"ffn": 32}).transformer.h[0].mlp.c_fc.nf == 32
+
+
+def test_a_checkpoint_of_explicit_dimensions_rebuilds_through_the_explicit_adapter(tmp_path) -> None:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_nas.callbacks import SupernetCallback, load_supernet_checkpoint
+    from lightning_nas.callbacks._quiet import QUIET_TRAINER
+    from lightning_nas.demo import DigitsClassifier, DigitsDataModule
+
+    dims = {"hidden": Width(["fc:out", "head:in"], [2, 4, 8])}
+    callback = SupernetCallback(module="model", dimensions=dims)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    options = {**QUIET_TRAINER, "enable_checkpointing": True, "limit_train_batches": 1, "limit_val_batches": 0}
+    trainer = L.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[callback, checkpoints], **options)
+    trainer.fit(DigitsClassifier(width=4, hidden=8, blocks=1), DigitsDataModule(batch_size=64))
+    assert callback.configuration()["adapter"] == "explicit"
+    module, rebuilt, _ = load_supernet_checkpoint(tmp_path / "last.ckpt")
+    assert isinstance(rebuilt.supernet.adapter, ExplicitDimensionsAdapter)
+    assert rebuilt.supernet.space.to_dict() == {"hidden": [2, 4, 8]}
+    assert module.model.fc.weight.shape == (8, 32)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_nas.elastic import ElasticModule, Index, elastic_class, index_size, take
+from lightning_nas.elastic import Axis, ElasticModule, Index, elastic_class, index_size, take
 
 __all__ = ["elastic_conv1d", "elastic_gpt2_attention", "elastic_rms_norm"]
 
@@ -22,13 +22,9 @@ class _ElasticConv1D(ElasticModule):
     """``Conv1D`` computing with ``weight[in_index][:, out_index]`` (its weight is ``(in, out)``)."""
 
     _elastic_attrs = ("active_in", "active_out")
-    elastic_axes = {"in": "active_in", "out": "active_out"}
+    elastic_axes = {"in": Axis("active_in", "nx"), "out": Axis("active_out", "nf")}
     active_in: Index
     active_out: Index
-
-    @classmethod
-    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
-        return {"in": module.nx, "out": module.nf}
 
     def _active(self) -> tuple[Tensor, Tensor]:
         weight = take(take(self.weight, 1, self.active_out), 0, self.active_in)
@@ -57,7 +53,7 @@ class _ElasticRMSNorm(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features")}
     default_role = "features"
     active_features: Index
 
@@ -90,7 +86,7 @@ class _ElasticGPT2Attention(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features")}
     active_features: Index
 
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_nas.elastic import ElasticModule, Index, elastic_class, index_size, take
+from lightning_nas.elastic import Axis, ElasticModule, Index, elastic_class, index_size, take
 from lightning_nas.elastic.conv import ElasticConv2d
 from lightning_nas.elastic.depth import _ElasticContainer
 from lightning_nas.elastic.linear import ElasticLinear
@@ -88,7 +88,7 @@ class _ElasticVectors(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features")}
     _vectors: tuple[str, ...] = ()
     active_features: Index
 
@@ -122,7 +122,7 @@ class _ElasticAttention(ElasticModule):
     entries of q, k or v: heads x head size); ``qkv`` and ``proj`` are elastic modules of their own."""
 
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features")}
     active_features: Index
 
     @classmethod

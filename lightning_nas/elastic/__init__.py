@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, elastic_class, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, elastic_class, index_size, take
 from lightning_nas.elastic.conv import ElasticConv2d, kernel_is_elastic
 from lightning_nas.elastic.depth import ElasticModuleList, ElasticSequential
 from lightning_nas.elastic.embedding import ElasticEmbedding
@@ -17,6 +17,7 @@ from lightning_nas.registry import Registry
 
 __all__ = [
     "ELASTIC_TYPES",
+    "Axis",
     "ElasticBatchNorm1d",
     "ElasticBatchNorm2d",
     "ElasticConv2d",

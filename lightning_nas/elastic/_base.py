@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from torch import Tensor, nn
 
-__all__ = ["ElasticModule", "Index", "elastic_class", "index_size", "take"]
+__all__ = ["Axis", "ElasticModule", "Index", "elastic_class", "index_size", "take"]
 
 #: How an elastic axis is sliced: ``None`` keeps the whole axis, an ``int`` keeps that many leading
 #: entries (a view, no copy), a ``LongTensor`` keeps those entries (after a concatenation the
@@ -35,6 +35,19 @@ def index_size(index: Index, full: int) -> int:
     return int(index.numel())
 
 
+class Axis(NamedTuple):
+    """One elastic axis of an elastic module class (an entry of :attr:`ElasticModule.elastic_axes`).
+
+    Attributes:
+        active: The attribute that holds the axis's active slice (an :data:`Index`).
+        size: The plain module's attribute that holds the axis's full length; empty where the
+            class computes the length in :meth:`ElasticModule.axis_lengths`.
+    """
+
+    active: str
+    size: str = ""
+
+
 class ElasticModule(nn.Module):
     """Mixin for a torch module that computes with a slice of its full weights.
 
@@ -43,10 +56,11 @@ class ElasticModule(nn.Module):
     stay the same), and turned back into a plain, physically smaller module by :meth:`to_dense`.
     Subclasses list the attributes that hold their active slice in ``_elastic_attrs``.
 
-    Each class answers for its own axes: :attr:`elastic_axes` names the axis roles (``"in"``,
-    ``"out"``, ``"features"``) and the attribute holding each one's active slice, and
-    :meth:`axis_lengths` reads their full lengths off a plain module. Supernet, importance
-    reordering and the adapters ask the class; nothing else keeps a table of axes.
+    Each class answers for its own axes: :attr:`elastic_axes` maps the axis roles (``"in"``,
+    ``"out"``, ``"features"``) to an :class:`Axis`, the attribute holding the active slice and
+    where the full length is read; :meth:`axis_lengths` reads those lengths off a plain module.
+    Supernet, importance reordering and the adapters ask the class; nothing else keeps a table
+    of axes.
 
     Example:
         >>> import torch
@@ -57,8 +71,8 @@ class ElasticModule(nn.Module):
 
     _elastic_attrs: tuple[str, ...] = ()
     _dense_cls: type[nn.Module]
-    #: Axis role -> the attribute that holds the active slice of that axis.
-    elastic_axes: ClassVar[Mapping[str, str]] = {}
+    #: Axis role -> the axis: the attribute of its active slice, the one of its full length.
+    elastic_axes: ClassVar[Mapping[str, Axis]] = {}
     #: The role meant by an axis written without one (``"conv"`` for ``"conv:out"``), if any.
     default_role: ClassVar[str | None] = None
 
@@ -66,7 +80,7 @@ class ElasticModule(nn.Module):
     def active_attr(cls, role: str) -> str:
         """The attribute holding the active slice of the axis ``role``."""
         try:
-            return cls.elastic_axes[role]
+            return cls.elastic_axes[role].active
         except KeyError:
             raise ValueError(
                 f"{cls.__name__} has no elastic axis {role!r}; its axes: {list(cls.elastic_axes)}"
@@ -74,8 +88,11 @@ class ElasticModule(nn.Module):
 
     @classmethod
     def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
-        """Full length of each elastic axis of the plain ``module``, by role (none by default)."""
-        return {}
+        """Full length of each elastic axis of the plain ``module``, by role.
+
+        Read from the attributes the axes name; a class whose lengths need computing overrides it.
+        """
+        return {role: int(getattr(module, axis.size)) for role, axis in cls.elastic_axes.items() if axis.size}
 
     @classmethod
     def axis_length(cls, module: nn.Module, role: str) -> int:

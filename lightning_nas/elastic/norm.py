@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, index_size, take
 
 __all__ = ["ElasticBatchNorm1d", "ElasticBatchNorm2d", "ElasticLayerNorm"]
 
@@ -21,13 +21,9 @@ class _ElasticBatchNorm(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features", "num_features")}
     default_role = "features"
     active_features: Index
-
-    @classmethod
-    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
-        return {"features": module.num_features}
 
     def forward(self, input: Tensor) -> Tensor:
         index = self.active_features
@@ -99,7 +95,7 @@ class ElasticLayerNorm(ElasticModule, nn.LayerNorm):
 
     _dense_cls = nn.LayerNorm
     _elastic_attrs = ("active_features",)
-    elastic_axes = {"features": "active_features"}
+    elastic_axes = {"features": Axis("active_features")}
     default_role = "features"
     active_features: Index
 
