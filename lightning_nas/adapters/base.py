@@ -72,7 +72,7 @@ ADAPTERS: Registry[str, Adapter] = Registry("adapter")
 def register_adapter(adapter: Adapter) -> Adapter:
     """Register an adapter under its name; later registrations are tried first, fallbacks last.
 
-    Returns the adapter, so a module can register its instance where it defines it.
+    Returns the adapter. Registering an adapter under a name already taken replaces it.
     """
     if not isinstance(adapter, Adapter):
         raise TypeError(f"register_adapter takes an Adapter instance, got {adapter!r}")
@@ -96,6 +96,11 @@ def find_adapter(model: nn.Module, name: str | None = None) -> Adapter:
         ValueError: ``name`` is unknown, or no family adapter matches a model that one of them
             recognises as its domain (e.g. a transformers model of an unsupported layout), which
             the generic adapter would otherwise trace into sub-networks no family export can write.
+
+    Example:
+        >>> import torch
+        >>> find_adapter(torch.nn.Linear(2, 2)).name, find_adapter(torch.nn.Linear(2, 2), "explicit").name
+        ('generic', 'explicit')
     """
     if name is not None:
         return ADAPTERS[name]
