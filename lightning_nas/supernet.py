@@ -513,6 +513,8 @@ def _convert(model: nn.Module, plan: ElasticPlan) -> tuple[nn.Module, list[_Swap
                 f"module {path!r} ({type(module).__name__}) cannot be made elastic; supported types: "
                 f"{sorted({t.__name__ for t in types})}"
             )
+    for path, role in plan.layouts:  # an axis the elastic type lacks, before anything is swapped
+        types[type(model.get_submodule(path))].active_attr(role)
     swaps: list[_Swap] = []
     for path in ordered:
         module = model.get_submodule(path)

@@ -254,3 +254,22 @@ def test_a_checkpoint_of_explicit_dimensions_rebuilds_through_the_explicit_adapt
     assert isinstance(rebuilt.supernet.adapter, ExplicitDimensionsAdapter)
     assert rebuilt.supernet.space.to_dict() == {"hidden": [2, 4, 8]}
     assert module.model.fc.weight.shape == (8, 32)
+
+
+def test_a_plan_naming_an_axis_its_elastic_type_lacks_is_refused_before_any_swap() -> None:
+    class Sideways(Adapter):
+        name = "sideways"
+        needs_example_input = False
+
+        def matches(self, model: nn.Module) -> bool:
+            return False
+
+        def plan(self, model, run, **options) -> ElasticPlan:  # noqa: ANN001
+            plan = ExplicitDimensionsAdapter().plan(model, run, dimensions={"w": Width(["0:out", "2:in"], [4, 8])})
+            plan.layouts[("0", "features")] = plan.layouts.pop(("0", "out"))  # a Linear has no features axis
+            return plan
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="ElasticLinear has no elastic axis 'features'"):
+        Supernet(model, adapter=Sideways())
+    assert type(model[0]) is nn.Linear and type(model[2]) is nn.Linear
