@@ -47,7 +47,6 @@ from lightning_nas.supernet import Supernet
 
 __all__ = ["compute_importance", "reorder", "reorder_by_importance"]
 
-_ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
 Method = Literal["auto", "gate", "taylor"]
 
 
@@ -220,7 +219,7 @@ def _tensor_axes(module: nn.Module, role: str) -> list[tuple[Tensor, int]]:
     Found by asking the module for an empty slice of the axis, so every elastic module type,
     including those registered by family adapters, answers without a table here.
     """
-    attr = _ROLE_ATTR[role]
+    attr = type(module).active_attr(role)
     previous = getattr(module, attr)
     object.__setattr__(module, attr, 0)
     try:

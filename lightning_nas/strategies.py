@@ -22,12 +22,14 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from lightning_nas.inputs import output_tensor
+from lightning_nas.registry import Registry
 from lightning_nas.space import Arch, SearchSpace
 
 if TYPE_CHECKING:
     from lightning_nas.supernet import Supernet
 
 __all__ = [
+    "STRATEGIES",
     "InstaTune",
     "Sandwich",
     "SinglePath",
@@ -116,22 +118,28 @@ class SinglePath(TrainingStrategy):
         return space.sample(rng, where), []
 
 
-_BY_NAME: dict[str, type[TrainingStrategy]] = {
-    "sandwich": Sandwich,
-    "instatune": InstaTune,
-    "single_path": SinglePath,
-    "spos": SinglePath,
-}
+#: Strategy classes by (case-insensitive) name; register your own with ``@STRATEGIES.register("name")``.
+STRATEGIES: Registry[str, type[TrainingStrategy]] = Registry(
+    "training strategy",
+    {"sandwich": Sandwich, "instatune": InstaTune, "single_path": SinglePath, "spos": SinglePath},
+    normalize=str.lower,
+)
 
 
 def resolve_strategy(strategy: str | TrainingStrategy) -> TrainingStrategy:
-    """A strategy instance from itself or its name (``"sandwich"``, ``"instatune"``, ``"spos"``)."""
+    """A strategy instance from itself or its name (``"sandwich"``, ``"instatune"``, ``"spos"``).
+
+    Example:
+        >>> resolve_strategy("SPOS")
+        SinglePath()
+        >>> resolve_strategy("bogus")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+          ...
+        lightning_nas.registry.UnknownKeyError: unknown training strategy 'bogus'; known: ['instatune', ...]
+    """
     if isinstance(strategy, TrainingStrategy):
         return strategy
-    try:
-        return _BY_NAME[strategy.lower()]()
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown training strategy {strategy!r}; choose one of {sorted(_BY_NAME)}") from None
+    return STRATEGIES[strategy]()
 
 
 def distillation_loss(student: Any, teacher: Any, temperature: float = 1.0) -> Tensor:

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_nas._table import format_table
 from lightning_nas.adapters import Adapter, ElasticPlan, Segment, find_adapter
-from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule, Index, kernel_is_elastic
+from lightning_nas.elastic import ElasticModule, Index, elastic_types
 from lightning_nas.inputs import call_model, call_with_example, eval_mode, to_device
 from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
 
@@ -24,26 +24,9 @@ __all__ = ["Supernet", "at_arch"]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-_ROLE_ATTR = {"in": "active_in", "out": "active_out", "features": "active_features"}
-_AXIS_LENGTH: dict[tuple[type[nn.Module], str], Callable[[Any], int]] = {
-    (nn.Linear, "in"): lambda m: m.in_features,
-    (nn.Linear, "out"): lambda m: m.out_features,
-    (nn.Conv2d, "in"): lambda m: m.in_channels,
-    (nn.Conv2d, "out"): lambda m: m.out_channels,
-    (nn.BatchNorm1d, "features"): lambda m: m.num_features,
-    (nn.BatchNorm2d, "features"): lambda m: m.num_features,
-    (nn.LayerNorm, "features"): lambda m: m.normalized_shape[0],
-    (nn.Embedding, "out"): lambda m: m.embedding_dim,
-}
-
 
 def _call_on(example_input: Any, model: nn.Module) -> Any:
     return call_with_example(model, example_input)
-
-
-def _parse_axis(axis: str) -> tuple[str, str | None]:
-    path, _, role = axis.partition(":")
-    return path, role or None
 
 
 class Supernet(nn.Module):
@@ -64,12 +47,14 @@ class Supernet(nn.Module):
         model: The model. Its submodules are replaced in place; use :attr:`model` afterwards
             (it is the same object unless ``model`` itself is an elastic container).
         dimensions: Explicit dimensions (:class:`~lightning_nas.Width`, :class:`~lightning_nas.Depth`,
-            :class:`~lightning_nas.Kernel`), by name. Without them an adapter finds them by
-            tracing the forward on ``example_input``.
+            :class:`~lightning_nas.Kernel`), by name, planned by the
+            :class:`~lightning_nas.adapters.ExplicitDimensionsAdapter`. Without them an adapter
+            finds them by tracing the forward on ``example_input``.
         example_input: An input for ``model(...)`` (a tensor, a tuple of positional arguments or a
             mapping of keyword arguments). Needed to discover dimensions and to measure FLOPs.
         space: Narrower choices for some dimensions, ``{name: values}`` (an int fixes one).
-        adapter: Name or instance of the adapter to use; by default the first that matches.
+        adapter: Name or instance of the adapter to use; by default the first that matches
+            (``"explicit"`` when ``dimensions`` are given).
         **adapter_options: Passed to the adapter, e.g. ``width_fractions=(0.5, 1.0)``.
 
     Attributes:
@@ -110,23 +95,27 @@ class Supernet(nn.Module):
         self.example_input = example_input
         self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
-        if dimensions is None:  # refuse a model no adapter handles before running anything
-            self.adapter: Adapter | None = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
+        if dimensions is not None:
+            adapter = "explicit" if adapter is None else adapter
+            adapter_options = {"dimensions": dimensions, **adapter_options}
+        # Refuse a model no adapter handles (or a wrong adapter name) before running anything.
+        self.adapter: Adapter = adapter if isinstance(adapter, Adapter) else find_adapter(model, adapter)
+        if dimensions is not None and self.adapter.needs_example_input:
+            raise ValueError(
+                f"explicit `dimensions=` are planned by the 'explicit' adapter, not by {self.adapter.name!r}: "
+                "give one of `dimensions=` and `adapter=`"
+            )
+        if self._run is None and self.adapter.needs_example_input:
+            raise ValueError(
+                "Supernet needs `example_input` to discover elastic dimensions (or explicit `dimensions=`)"
+            )
         reference = None
         if self._run is not None:
             try:
                 reference = self._output_shapes(model)
             except Exception as err:
                 raise RuntimeError(f"{type(model).__name__} does not run on the example input: {err}") from err
-        if dimensions is not None:
-            self.adapter = None
-            self.plan = _plan_from_dimensions(model, dimensions)
-        else:
-            if self._run is None:
-                raise ValueError(
-                    "Supernet needs `example_input` to discover elastic dimensions (or explicit `dimensions=`)"
-                )
-            self.plan = self.adapter.plan(model, self._run, **adapter_options)
+        self.plan = self.adapter.plan(model, self._run, **adapter_options)
         if not self.plan.dimensions:
             notes = "; ".join(self.plan.notes) or "no supported layers were found"
             raise ValueError(f"{type(model).__name__} has no elastic dimension: {notes}")
@@ -135,10 +124,10 @@ class Supernet(nn.Module):
             self.space = self.space.restrict(space)
         converted, self._swaps = _convert(model, self.plan)
         self.model = converted
-        self._axes = [
-            (self.model.get_submodule(path), _ROLE_ATTR[role], segments)
-            for (path, role), segments in self.plan.layouts.items()
-        ]
+        self._axes = []
+        for (path, role), segments in self.plan.layouts.items():
+            module = self.model.get_submodule(path)
+            self._axes.append((module, type(module).active_attr(role), segments))
         # Resolved once: set_arch runs every training step.
         self._containers = {
             name: self.model.get_submodule(dim.container)
@@ -285,11 +274,9 @@ class Supernet(nn.Module):
             if trainer is not None:  # a LightningModule: never copy the Trainer into the export
                 memo[id(trainer)] = None
             model = copy.deepcopy(self.model, memo)
-        dense = _densify(model)
-        if self.adapter is not None:
-            dense = self.adapter.finalize(dense, arch, self.plan)
+        dense = self.adapter.finalize(_densify(model), arch, self.plan)
         if reinit:
-            (self.adapter or find_adapter(dense, "generic")).reinitialize(dense)
+            self.adapter.reinitialize(dense)
         return dense
 
     def num_params(
@@ -505,9 +492,12 @@ _Swap = tuple[nn.Module | None, str, nn.Module, ElasticModule]
 def _convert(model: nn.Module, plan: ElasticPlan) -> tuple[nn.Module, list[_Swap]]:
     """Swap every module the plan touches for its elastic counterpart, in place.
 
-    Returns the converted root and the swaps made, for :func:`_undo`. Every module is checked
-    before anything is swapped, so a refusal leaves the model untouched.
+    Modules convert to the plan's own elastic types, else to those of the default registry
+    (:data:`~lightning_nas.elastic.ELASTIC_TYPES`). Returns the converted root and the swaps
+    made, for :func:`_undo`. Every module is checked before anything is swapped, so a refusal
+    leaves the model untouched.
     """
+    types = elastic_types(plan.elastic_types)
     targets = {path for path, _ in plan.layouts}
     for dim in plan.dimensions.values():
         if isinstance(dim, Depth):
@@ -518,15 +508,17 @@ def _convert(model: nn.Module, plan: ElasticPlan) -> tuple[nn.Module, list[_Swap
     ordered = sorted(targets, key=lambda p: -len(p.split(".")))
     for path in ordered:
         module = model.get_submodule(path)
-        if type(module) not in ELASTIC_TYPES:
+        if type(module) not in types:
             raise TypeError(
                 f"module {path!r} ({type(module).__name__}) cannot be made elastic; supported types: "
-                f"{sorted(t.__name__ for t in ELASTIC_TYPES)}"
+                f"{sorted({t.__name__ for t in types})}"
             )
+    for path, role in plan.layouts:  # an axis the elastic type lacks, before anything is swapped
+        types[type(model.get_submodule(path))].active_attr(role)
     swaps: list[_Swap] = []
     for path in ordered:
         module = model.get_submodule(path)
-        elastic = ELASTIC_TYPES[type(module)].convert(module)
+        elastic = types[type(module)].convert(module)
         if path == "":
             swaps.append((None, "", module, elastic))
             model = elastic
@@ -558,70 +550,6 @@ def _densify(module: nn.Module) -> nn.Module:
         if child is not None:
             module._modules[name] = _densify(child)
     return module.to_dense() if isinstance(module, ElasticModule) else module
-
-
-def _plan_from_dimensions(model: nn.Module, dimensions: Mapping[str, Dimension]) -> ElasticPlan:
-    """Turn user-declared dimensions into a plan, checking every module and axis they name."""
-    dims: dict[str, Dimension] = {}
-    layouts: dict[tuple[str, str], tuple[Segment, ...]] = {}
-    for name, dim in dimensions.items():
-        dim = dim.named(name)
-        dims[name] = dim
-        if isinstance(dim, Width):
-            if not dim.axes:
-                raise ValueError(f"width dimension {name!r} names no axes")
-            for axis in dim.axes:
-                path, role = _parse_axis(axis)
-                module = _submodule(model, path, name)
-                role = role or ("out" if isinstance(module, (nn.Embedding, nn.Conv2d)) else "features")
-                length_of = _AXIS_LENGTH.get((type(module), role))
-                if length_of is None:
-                    raise ValueError(
-                        f"dimension {name!r}: axis {axis!r} is not an elastic axis of "
-                        f"{type(module).__name__} (use ':in'/':out' for Linear and Conv2d)"
-                    )
-                length = length_of(module)
-                if length % dim.size:
-                    raise ValueError(
-                        f"dimension {name!r}: axis {axis!r} has {length} entries, not a multiple of "
-                        f"the dimension's size {dim.size}"
-                    )
-                if (path, role) in layouts:
-                    raise ValueError(f"axis {axis!r} is claimed by two dimensions")
-                layouts[(path, role)] = (Segment(name, dim.size, length // dim.size),)
-        elif isinstance(dim, Depth):
-            container = _submodule(model, dim.container, name)
-            if not isinstance(container, (nn.Sequential, nn.ModuleList)):
-                raise ValueError(
-                    f"depth dimension {name!r}: {dim.container!r} is a {type(container).__name__}, "
-                    "not an nn.Sequential or nn.ModuleList"
-                )
-            bad = [i for i in dim.blocks if not 0 <= i < len(container)]
-            if bad:
-                raise ValueError(f"depth dimension {name!r}: {dim.container!r} has no blocks {bad}")
-        elif isinstance(dim, Kernel):
-            for path in dim.modules:
-                conv = _submodule(model, path, name)
-                if type(conv) is not nn.Conv2d or not kernel_is_elastic(conv):
-                    raise ValueError(
-                        f"kernel dimension {name!r}: {path!r} must be an nn.Conv2d with an odd square "
-                        "kernel and 'same' zero padding"
-                    )
-                if conv.kernel_size[0] != dim.size:
-                    raise ValueError(
-                        f"kernel dimension {name!r}: {path!r} has kernel {conv.kernel_size[0]}, "
-                        f"the dimension's size is {dim.size}"
-                    )
-        else:
-            raise TypeError(f"dimension {name!r} must be a Width, Depth or Kernel, got {type(dim).__name__}")
-    return ElasticPlan(dims, layouts)
-
-
-def _submodule(model: nn.Module, path: str, dim_name: str) -> nn.Module:
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        raise ValueError(f"dimension {dim_name!r}: the model has no module {path!r}") from None
 
 
 def at_arch(

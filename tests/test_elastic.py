@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.elastic import (
+    ELASTIC_TYPES,
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticEmbedding,
@@ -146,3 +148,34 @@ def test_convert_keeps_hooks_and_state_dict_keys() -> None:
     layer(torch.randn(1, 3))
     assert calls == [1]
     assert list(layer.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("module", "lengths", "attrs", "default_role"),
+    [
+        (nn.Linear(6, 4), {"in": 6, "out": 4}, {"in": "active_in", "out": "active_out"}, None),
+        (nn.Conv2d(3, 8, 3), {"in": 3, "out": 8}, {"in": "active_in", "out": "active_out"}, "out"),
+        (nn.BatchNorm1d(5), {"features": 5}, {"features": "active_features"}, "features"),
+        (nn.BatchNorm2d(7), {"features": 7}, {"features": "active_features"}, "features"),
+        (nn.LayerNorm(9), {"features": 9}, {"features": "active_features"}, "features"),
+        (nn.LayerNorm((2, 9)), {}, {"features": "active_features"}, "features"),  # no single features axis
+        (nn.Embedding(10, 12), {"out": 12}, {"out": "active_out"}, "out"),
+        (nn.Sequential(nn.ReLU()), {}, {}, None),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None,
+)
+def test_each_elastic_type_answers_for_its_axes(module, lengths, attrs, default_role) -> None:
+    cls = ELASTIC_TYPES[type(module)]
+    assert cls.axis_lengths(module) == lengths
+    assert {role: axis.active for role, axis in cls.elastic_axes.items()} == attrs
+    assert cls.default_role == default_role
+    for role, length in lengths.items():
+        assert cls.axis_length(module, role) == length
+        assert cls.active_attr(role) == attrs[role]
+
+
+def test_an_axis_an_elastic_type_lacks_is_named() -> None:
+    with pytest.raises(ValueError, match=r"ElasticLinear has no elastic axis 'features'; its axes: \['in', 'out'\]"):
+        ElasticLinear.active_attr("features")
+    with pytest.raises(ValueError, match="LayerNorm has no elastic 'features' axis"):
+        ElasticLayerNorm.axis_length(nn.LayerNorm((2, 9)), "features")

@@ -1,6 +1,7 @@
 """One harness for every registered elastic module type (in the style of torchmetrics' MetricTester).
 
-For each type in :data:`lightning_nas.elastic.ELASTIC_TYPES` (the Hugging Face and timm ones included), a
+For each type in :data:`lightning_nas.elastic.ELASTIC_TYPES` and each type the Hugging Face and timm adapters
+hand to a supernet in their plans (``TYPES`` below), a
 case factory builds the plain module with random weights, converts it, activates random sub-widths
 and builds by hand the *reference*: a plain module of the active size constructed from its own
 class and filled with slices of the full weights written out here, independently of the library's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,10 @@ from lightning_nas.elastic import (
 )
 from lightning_nas.supernet import _densify
 
+#: The family types the adapters put in their plans (filled below), over the live default registry.
+FAMILY_TYPES: dict[type[nn.Module], type[ElasticModule]] = {}
+TYPES = ChainMap(FAMILY_TYPES, ELASTIC_TYPES)
+
 try:  # the Hugging Face elastic types exist only with the `hf` extra
     from transformers import GPT2Config
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
@@ -46,11 +52,11 @@ try:  # the Hugging Face elastic types exist only with the `hf` extra
 
     from lightning_nas.adapters import _hf_elastic
 
-    # The adapters register these for the classes found in a model; register them up front so
-    # that the registry below holds every elastic type the package can create.
-    _hf_elastic.elastic_conv1d(Conv1D)
-    _hf_elastic.elastic_rms_norm(LlamaRMSNorm)
-    _hf_elastic.elastic_gpt2_attention(GPT2Attention)
+    # The adapters create these for the classes found in a model; collect them up front so that
+    # TYPES holds every elastic type the package can create.
+    FAMILY_TYPES[Conv1D] = _hf_elastic.elastic_conv1d(Conv1D)
+    FAMILY_TYPES[LlamaRMSNorm] = _hf_elastic.elastic_rms_norm(LlamaRMSNorm)
+    FAMILY_TYPES[GPT2Attention] = _hf_elastic.elastic_gpt2_attention(GPT2Attention)
 except ImportError:  # pragma: no cover - the hf extra is installed in CI
     _hf_elastic = None  # type: ignore[assignment]
 
@@ -64,23 +70,29 @@ try:  # the timm elastic types exist only with the `timm` extra
     from timm.models.vision_transformer import VisionTransformer
 
     from lightning_nas.adapters import _timm_elastic
-    from lightning_nas.adapters.timm import _register_elastic_types
+    from lightning_nas.adapters.timm import _elastic_types
 
-    # The timm adapter registers elastic types for the classes of the model it plans; plan-time
-    # registration on tiny models holding every class it knows fills the registry up front.
-    _register_elastic_types(
-        VisionTransformer(img_size=8, patch_size=4, embed_dim=4, depth=1, num_heads=2, init_values=0.1, reg_tokens=1)
+    # The timm adapter finds elastic types for the classes of the model it plans; its lookup on
+    # tiny models holding every class it knows collects them all up front.
+    FAMILY_TYPES.update(
+        _elastic_types(
+            VisionTransformer(
+                img_size=8, patch_size=4, embed_dim=4, depth=1, num_heads=2, init_values=0.1, reg_tokens=1
+            )
+        )[0]
     )
-    _register_elastic_types(
-        nn.Sequential(
-            BatchNormAct2d(2),
-            LayerNorm2d(2),
-            Conv2dSame(2, 2, 3),
-            TimmLinear(2, 2),
-            LayerScale2d(2),
-            ConvNeXtBlock(2),
-            RegStage(1, 2, 2, stride=1, dilation=1),
-        )
+    FAMILY_TYPES.update(
+        _elastic_types(
+            nn.Sequential(
+                BatchNormAct2d(2),
+                LayerNorm2d(2),
+                Conv2dSame(2, 2, 3),
+                TimmLinear(2, 2),
+                LayerScale2d(2),
+                ConvNeXtBlock(2),
+                RegStage(1, 2, 2, stride=1, dilation=1),
+            )
+        )[0]
     )
 except ImportError:  # pragma: no cover - the timm extra is installed in CI
     _timm_elastic = None  # type: ignore[assignment]
@@ -169,7 +181,7 @@ def linear_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.active_in, module.active_out = _as_index(inputs, device), _as_index(outputs, device)
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         reference,
         activate,
         lambda dtype, device: (torch.randn(3, _count(inputs), dtype=dtype, device=device),),
@@ -239,7 +251,7 @@ def _batch_norm_case(dense_cls: type[nn.Module], rng: random.Random, make: Calla
         module.active_features = _as_index(active, device)
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         reference,
         activate,
         lambda dtype, device: (torch.randn(4, _count(active), *spatial, dtype=dtype, device=device) * 2 + 1,),
@@ -267,7 +279,7 @@ def _layer_norm_case(dense_cls: type[nn.Module], rng: random.Random, channels_fi
         module.active_features = active
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, dense_cls(active), slices),
         activate,
         lambda dtype, device: (torch.randn(*shape, dtype=dtype, device=device),),
@@ -339,7 +351,7 @@ def conv1d_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.active_in, module.active_out = _as_index(inputs, device), _as_index(outputs, device)
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, dense_cls(_count(outputs), _count(inputs)), slices),
         activate,
         lambda dtype, device: (torch.randn(2, 3, _count(inputs), dtype=dtype, device=device),),
@@ -357,7 +369,7 @@ def rms_norm_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.active_features = active
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, dense_cls(active, eps=1e-6), slices),
         activate,
         lambda dtype, device: (torch.randn(2, 3, active, dtype=dtype, device=device),),
@@ -372,7 +384,7 @@ def gpt2_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     config = GPT2Config(n_embd=hidden, n_head=heads, attn_pdrop=0.0, resid_pdrop=0.0)
     config._attn_implementation = "eager"
     plain = _randomize(dense_cls(config, layer_idx=0))
-    conv1d = ELASTIC_TYPES[type(plain.c_attn)]
+    conv1d = TYPES[type(plain.c_attn)]
     plain.c_attn = conv1d.convert(plain.c_attn)
     plain.c_proj = conv1d.convert(plain.c_proj)
     active_heads = _size(rng, heads)
@@ -395,7 +407,7 @@ def gpt2_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.c_proj.active_in = width
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, reference, slices),
         activate,
         lambda dtype, device: (torch.randn(2, 5, hidden, dtype=dtype, device=device),),
@@ -431,7 +443,7 @@ def conv2d_same_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
 
     size = rng.choice([6, 7])  # an odd size with stride 2 pads more on one side
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, reference, slices),
         activate,
         lambda dtype, device: (torch.randn(2, _count(inputs), size, size, dtype=dtype, device=device),),
@@ -444,8 +456,8 @@ def timm_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     dim, heads, head_dim = rng.randint(2, 6), rng.randint(2, 4), 2
     qkv_bias = rng.random() < 0.5
     plain = _randomize(dense_cls(dim, num_heads=heads, attn_head_dim=head_dim, qkv_bias=qkv_bias))
-    plain.qkv = ELASTIC_TYPES[nn.Linear].convert(plain.qkv)
-    plain.proj = ELASTIC_TYPES[nn.Linear].convert(plain.proj)
+    plain.qkv = TYPES[nn.Linear].convert(plain.qkv)
+    plain.proj = TYPES[nn.Linear].convert(plain.proj)
     active_heads, active_dim = _size(rng, heads), _size(rng, dim)
     width, attn_dim = active_heads * head_dim, heads * head_dim
     qkv = [part * attn_dim + i for part in range(3) for i in range(width)]
@@ -464,7 +476,7 @@ def timm_attention_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.proj.active_in, module.proj.active_out = width, active_dim
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, reference, slices),
         activate,
         lambda dtype, device: (torch.randn(2, 5, active_dim, dtype=dtype, device=device),),
@@ -492,7 +504,7 @@ def stage_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.skipped = skipped
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, reference, slices),
         activate,
         lambda dtype, device: (torch.randn(2, 4, 5, 5, dtype=dtype, device=device),),
@@ -512,7 +524,7 @@ def layer_scale_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.active_features = _as_index(active, device)
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, dense_cls(_count(active)), slices),
         activate,
         lambda dtype, device: (torch.randn(*shape, dtype=dtype, device=device),),
@@ -534,7 +546,7 @@ def convnext_block_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
     for path in ("conv_dw", "norm", "mlp.fc1", "mlp.fc2"):
         parent, _, name = path.rpartition(".")
         owner = plain.get_submodule(parent)
-        setattr(owner, name, ELASTIC_TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
+        setattr(owner, name, TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
     rows: Slicer = lambda t: t[:active]  # noqa: E731
     slices = {
         "gamma": ("gamma", rows),
@@ -554,7 +566,7 @@ def convnext_block_case(dense_cls: type[nn.Module], rng: random.Random) -> Case:
         module.mlp.fc2.active_in, module.mlp.fc2.active_out = hidden, active
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, make(active), slices),
         activate,
         lambda dtype, device: (torch.randn(2, active, 5, 5, dtype=dtype, device=device),),
@@ -577,7 +589,7 @@ def vision_transformer_case(dense_cls: type[nn.Module], rng: random.Random) -> C
     for path in ("patch_embed.proj", norm, "head"):
         parent, _, name = path.rpartition(".")
         owner = plain.get_submodule(parent)
-        setattr(owner, name, ELASTIC_TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
+        setattr(owner, name, TYPES[type(getattr(owner, name))].convert(getattr(owner, name)))
     last: Slicer = lambda t: t[..., :active]  # noqa: E731
     slices = {name: (name, last) for name in ("cls_token", "reg_token", "pos_embed") if name in plain._parameters}
     slices.update(
@@ -596,7 +608,7 @@ def vision_transformer_case(dense_cls: type[nn.Module], rng: random.Random) -> C
         module.get_submodule(norm).active_features = module.head.active_in = active
 
     return Case(
-        ELASTIC_TYPES[dense_cls].convert(plain),
+        TYPES[dense_cls].convert(plain),
         _by_hand(plain, make(active), slices),
         activate,
         lambda dtype, device: (torch.randn(2, 3, 8, 8, dtype=dtype, device=device),),
@@ -633,10 +645,10 @@ if _timm_elastic is not None:
             _timm_elastic._ElasticAttention: timm_attention_case,
             _timm_elastic._ElasticStage: stage_case,
             # Vector-holding classes differ in how their forward uses the vectors: one case per class.
-            ELASTIC_TYPES[LayerScale]: layer_scale_case,
-            ELASTIC_TYPES[LayerScale2d]: layer_scale_case,
-            ELASTIC_TYPES[ConvNeXtBlock]: convnext_block_case,
-            ELASTIC_TYPES[VisionTransformer]: vision_transformer_case,
+            TYPES[LayerScale]: layer_scale_case,
+            TYPES[LayerScale2d]: layer_scale_case,
+            TYPES[ConvNeXtBlock]: convnext_block_case,
+            TYPES[VisionTransformer]: vision_transformer_case,
         }
     )
 
@@ -646,7 +658,7 @@ def factory_for(elastic_cls: type[ElasticModule]) -> Callable[[type[nn.Module], 
 
 
 def make_case(dense_cls: type[nn.Module], seed: int) -> Case:
-    elastic_cls = ELASTIC_TYPES[dense_cls]
+    elastic_cls = TYPES[dense_cls]
     factory = factory_for(elastic_cls)
     if factory is None:
         pytest.fail(
@@ -661,14 +673,14 @@ def make_case(dense_cls: type[nn.Module], seed: int) -> Case:
     return case
 
 
-REGISTERED = list(ELASTIC_TYPES)
+REGISTERED = list(TYPES)
 SEEDS = range(4)
 
 
 def _case_id(dense_cls: type[nn.Module]) -> str:
     # timm's Linear and LayerNorm get elastic classes named like torch's: name the family too.
     family = dense_cls.__module__.partition(".")[0]
-    name = ELASTIC_TYPES[dense_cls].__name__
+    name = TYPES[dense_cls].__name__
     return name if family == "torch" else f"{family}.{name}"
 
 
@@ -677,7 +689,7 @@ CASES = [pytest.param(d, s, id=f"{_case_id(d)}-{s}") for d in REGISTERED for s i
 
 def test_every_registered_type_has_a_case_factory() -> None:
     # Checked at run time too: the adapters register types for the model classes they meet.
-    missing = [cls.__name__ for cls in ELASTIC_TYPES.values() if factory_for(cls) is None]
+    missing = [cls.__name__ for cls in TYPES.values() if factory_for(cls) is None]
     assert missing == [], f"registered elastic types without a case factory: {missing}"
     expected = {nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.Embedding}
     assert expected | {nn.Sequential, nn.ModuleList} <= set(REGISTERED)
@@ -722,6 +734,37 @@ def _assert_outside_equal(value: Tensor, expected: Tensor, slicer: Slicer, what:
         return
     outside = _outside(value, slicer)
     torch.testing.assert_close(value[outside], expected[outside], msg=f"{what}: changed outside the active slice")
+
+
+def _active_shapes(elastic: ElasticModule) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    """What an active slice changes: the kept tensors' shapes and the dense module's size attributes."""
+    tensors = {name: tuple(t.shape) for name, t in elastic.active_tensors().items()}
+    return tensors, {k: v for k, v in elastic._dense_attributes().items() if k != "_modules"}
+
+
+@pytest.mark.parametrize("dense_cls", REGISTERED, ids=_case_id)
+def test_every_type_answers_for_its_axes(dense_cls: type[nn.Module]) -> None:
+    """Each elastic class names its axes and their full lengths; setting an axis to its length keeps
+    the whole module, one entry less shrinks it."""
+    elastic = make_case(dense_cls, 0).elastic
+    cls = type(elastic)
+    assert {axis.active for axis in cls.elastic_axes.values()} <= set(cls._elastic_attrs)
+    assert cls.default_role is None or cls.default_role in cls.elastic_axes
+    lengths = cls.axis_lengths(elastic)  # the elastic module holds the plain module's attributes
+    assert set(lengths) == set(cls.elastic_axes), f"{cls.__name__} answers {lengths} for axes {cls.elastic_axes}"
+    for role, length in lengths.items():
+        attr = cls.active_attr(role)
+        assert cls.axis_length(elastic, role) == length
+        elastic.reset_active()
+        full = _active_shapes(elastic)
+        object.__setattr__(elastic, attr, length)
+        assert _active_shapes(elastic) == full, f"{cls.__name__}: {role!r} is longer than {length}"
+        if length > 1 and not (role == "in" and getattr(elastic, "is_depthwise", False)):
+            object.__setattr__(elastic, attr, length - 1)
+            assert _active_shapes(elastic) != full, f"{cls.__name__}: {role!r} is not {length} long"
+        elastic.reset_active()
+    with pytest.raises(ValueError, match=f"{cls.__name__} has no elastic axis 'sideways'"):
+        cls.active_attr("sideways")
 
 
 @pytest.mark.parametrize(("dense_cls", "seed"), CASES)

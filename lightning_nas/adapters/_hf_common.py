@@ -26,12 +26,13 @@ from lightning_nas.adapters._hf_compressed import (
     register_family,
     stock_model_class,
 )
-from lightning_nas.adapters._hf_elastic import elastic_conv1d, elastic_gpt2_attention, elastic_rms_norm
-from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths, is_conv1d
+from lightning_nas.adapters._hf_elastic import elastic_gpt2_attention
+from lightning_nas.adapters._hf_family import Family, LayerShape, axis_lengths, elastic_type
 from lightning_nas.adapters._hf_structure import STRUCTURES, NotRecognised, family_by_structure
 from lightning_nas.adapters._plan import AxisKey, ElasticPlan, Segment
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices
+from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule
 from lightning_nas.space import Depth, Dimension, Width
 
 __all__ = ["HFTransformerAdapter", "unsupported_message"]
@@ -150,7 +151,6 @@ class HFTransformerAdapter(Adapter):
         shapes = [family.layer_shape(layer, head_dim) for layer in layers]
         if not per_layer and any(shape != shapes[0] for shape in shapes):
             raise ValueError(f"{type(model).__name__} has layers of different widths; use per_layer=True")
-        _register_elastic_types(model, family, layers)
 
         layouts: dict[AxisKey, tuple[Segment, ...]] = {}
         dims: dict[str, Dimension] = {}
@@ -201,7 +201,16 @@ class HFTransformerAdapter(Adapter):
                 ]
                 dims[name] = Width(axes, dim.choices, unit=dim.unit, size=dim.size, name=name)
         groups = {name: tuple(parts) for name, parts in groups.items() if name in dims and len(parts) > 1}
-        return HFPlan(dims, layouts, notes, groups, stock_config=stock_config, family=family, model_path=hf_path)
+        return HFPlan(
+            dims,
+            layouts,
+            notes,
+            groups,
+            elastic_types=_elastic_types(model, family, layers),
+            stock_config=stock_config,
+            family=family,
+            model_path=hf_path,
+        )
 
     # export -----------------------------------------------------------------------------------
     def finalize(self, dense: nn.Module, arch: dict[str, int], plan: ElasticPlan) -> nn.Module:
@@ -414,13 +423,15 @@ def _depth(
     return {"depth": Depth(layers_path, order, choices, name="depth")}
 
 
-def _register_elastic_types(model: nn.Module, family: Family, layers: nn.Module) -> None:
-    """Teach the supernet the family's own module types found in ``model``."""
+def _elastic_types(model: nn.Module, family: Family, layers: nn.Module) -> dict[type[nn.Module], type[ElasticModule]]:
+    """The elastic classes of the family's own module types found in ``model``, for its plan."""
+    types: dict[type[nn.Module], type[ElasticModule]] = {}
     for module in model.modules():
-        if is_conv1d(module):
-            elastic_conv1d(type(module))
-        elif type(module).__name__ in family.norm_classes:
-            elastic_rms_norm(type(module))
+        cls = elastic_type(module, family.norm_classes)
+        if cls is not None and type(module) not in ELASTIC_TYPES:
+            types[type(module)] = cls
     if family.qkv:
         for layer in layers:
-            elastic_gpt2_attention(type(layer.get_submodule(family.attention)))
+            attention = type(layer.get_submodule(family.attention))
+            types[attention] = elastic_gpt2_attention(attention)
+    return types

@@ -2,8 +2,8 @@
 
 GPT-2's ``Conv1D`` (a Linear with a transposed weight), the RMSNorm classes of the Llama family
 and GPT-2's attention (whose forward splits the fused q|k|v output at a fixed ``split_size``).
-They are registered with :func:`~lightning_nas.elastic.register_elastic_type` by the adapters,
-for the exact classes found in the model being planned, so importing this module costs nothing.
+The adapters create them for the exact classes found in the model being planned and hand them to
+the supernet in the plan (``ElasticPlan.elastic_types``), so importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_nas.elastic import ElasticModule, Index, index_size, register_elastic_type, take
+from lightning_nas.elastic import Axis, ElasticModule, Index, elastic_class, index_size, take
 
 __all__ = ["elastic_conv1d", "elastic_gpt2_attention", "elastic_rms_norm"]
-
-_CREATED: dict[type[nn.Module], type[ElasticModule]] = {}
 
 
 class _ElasticConv1D(ElasticModule):
     """``Conv1D`` computing with ``weight[in_index][:, out_index]`` (its weight is ``(in, out)``)."""
 
     _elastic_attrs = ("active_in", "active_out")
+    elastic_axes = {"in": Axis("active_in", "nx"), "out": Axis("active_out", "nf")}
     active_in: Index
     active_out: Index
 
@@ -54,7 +53,14 @@ class _ElasticRMSNorm(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features")}
+    default_role = "features"
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        weight = getattr(module, "weight", None)
+        return {} if weight is None else {"features": weight.shape[0]}
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         if self.active_features is None:
@@ -80,7 +86,12 @@ class _ElasticGPT2Attention(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features")}
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"features": module.num_heads * module.head_dim}
 
     @property
     def split_size(self) -> int:  # type: ignore[override]
@@ -93,20 +104,8 @@ class _ElasticGPT2Attention(ElasticModule):
         return {"split_size": self.split_size, "num_heads": self.split_size // self.head_dim}
 
 
-def _elastic_class(dense_cls: type[nn.Module], mixin: type[ElasticModule]) -> type[ElasticModule]:
-    if dense_cls not in _CREATED:
-        elastic_cls = type(
-            f"Elastic{dense_cls.__name__}",
-            (mixin, dense_cls),
-            {"_dense_cls": dense_cls, "__module__": __name__, "__doc__": mixin.__doc__},
-        )
-        register_elastic_type(dense_cls, elastic_cls)
-        _CREATED[dense_cls] = elastic_cls
-    return _CREATED[dense_cls]
-
-
 def elastic_conv1d(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for transformers' ``Conv1D`` (created on first use).
+    """The elastic class for transformers' ``Conv1D`` (created on first use).
 
     Example:
         >>> import torch
@@ -116,11 +115,11 @@ def elastic_conv1d(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> layer(torch.randn(2, 3)).shape
         torch.Size([2, 5])
     """
-    return _elastic_class(dense_cls, _ElasticConv1D)
+    return elastic_class(dense_cls, _ElasticConv1D)
 
 
 def elastic_rms_norm(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for a Llama-style RMSNorm class (created on first use).
+    """The elastic class for a Llama-style RMSNorm class (created on first use).
 
     Example:
         >>> import torch
@@ -130,9 +129,9 @@ def elastic_rms_norm(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> norm(torch.randn(2, 6)).shape
         torch.Size([2, 6])
     """
-    return _elastic_class(dense_cls, _ElasticRMSNorm)
+    return elastic_class(dense_cls, _ElasticRMSNorm)
 
 
 def elastic_gpt2_attention(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for GPT-2's attention module (created on first use)."""
-    return _elastic_class(dense_cls, _ElasticGPT2Attention)
+    """The elastic class for GPT-2's attention module (created on first use)."""
+    return elastic_class(dense_cls, _ElasticGPT2Attention)

@@ -13,7 +13,10 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-__all__ = ["Family", "LayerShape", "axis_lengths", "is_conv1d"]
+from lightning_nas.adapters._hf_elastic import elastic_conv1d, elastic_rms_norm
+from lightning_nas.elastic import ELASTIC_TYPES, ElasticModule
+
+__all__ = ["Family", "LayerShape", "axis_lengths", "elastic_type", "is_conv1d"]
 
 
 class LayerShape(NamedTuple):
@@ -35,23 +38,30 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and type(module).__module__ == "transformers.pytorch_utils"
 
 
-def axis_lengths(module: nn.Module, norm_classes: tuple[str, ...] = ()) -> dict[str, int]:
-    """Lengths of the elastic axes of a Linear-like, embedding or norm module, by role.
+def elastic_type(module: nn.Module, norm_classes: tuple[str, ...] = ()) -> type[ElasticModule] | None:
+    """The elastic class of a Linear-like, embedding or norm module of a transformer, else ``None``.
 
-    ``norm_classes`` names the RMSNorm classes of the family; other module types have no axes.
+    These are the modules whose axes the family's widths (heads, FFN, hidden size) cross;
+    ``norm_classes`` names the family's RMSNorm classes.
     """
     # Exact types: a subclass may compute differently, and the supernet has no elastic version of it.
-    if type(module) is nn.Linear:
-        return {"in": module.in_features, "out": module.out_features}
+    cls = type(module)
+    if cls in (nn.Linear, nn.Embedding, nn.LayerNorm):
+        return ELASTIC_TYPES[cls]
     if is_conv1d(module):
-        return {"in": module.nx, "out": module.nf}
-    if type(module) is nn.Embedding:
-        return {"out": module.embedding_dim}
-    if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1:
-        return {"features": module.normalized_shape[0]}
-    if type(module).__name__ in norm_classes and getattr(module, "weight", None) is not None:
-        return {"features": module.weight.shape[0]}
-    return {}
+        return elastic_conv1d(cls)
+    if cls.__name__ in norm_classes:
+        return elastic_rms_norm(cls)
+    return None
+
+
+def axis_lengths(module: nn.Module, norm_classes: tuple[str, ...] = ()) -> dict[str, int]:
+    """Lengths of the elastic axes of a module that :func:`elastic_type` knows, by role (``{}`` for others).
+
+    The elastic class answers; nothing here knows a module's sizes.
+    """
+    cls = elastic_type(module, norm_classes)
+    return {} if cls is None else cls.axis_lengths(module)
 
 
 def _resized(module: nn.Module, in_features: int | None, out_features: int | None) -> nn.Module:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from torch import nn
+
+from lightning_nas.elastic import ElasticModule
 from lightning_nas.space import Dimension
 
 __all__ = ["AxisKey", "ElasticPlan", "Segment"]
@@ -44,9 +47,14 @@ class ElasticPlan:
             ordered independently: a width shared by several layers (one FFN size for all) sets
             how many units each layer keeps, but each layer's units are its own, so importance
             reordering sorts them layer by layer. A width without an entry is one group.
+        elastic_types: Elastic classes of module types the default registry
+            (:data:`~lightning_nas.elastic.ELASTIC_TYPES`) does not hold, e.g. a family's own
+            layers: the supernet built from this plan converts with them, and no other supernet
+            sees them.
     """
 
     dimensions: dict[str, Dimension]
     layouts: dict[AxisKey, tuple[Segment, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     groups: dict[str, tuple[tuple[AxisKey, ...], ...]] = field(default_factory=dict)
+    elastic_types: dict[type[nn.Module], type[ElasticModule]] = field(default_factory=dict)

@@ -3,8 +3,8 @@
 Norm + activation layers (``BatchNormAct2d``), channels-first layer norm (``LayerNorm2d``),
 modules holding vectors along the features (layer scales, ConvNeXt's ``gamma``, a ViT's class
 token and position embedding) and timm's ``Attention`` (whose forward reshapes q|k|v with
-``num_heads``). They are registered with :func:`~lightning_nas.elastic.register_elastic_type`
-by the timm adapter, for the classes found in the model being planned.
+``num_heads``). The timm adapter creates them for the classes found in the model being planned
+and hands them to the supernet in the plan (``ElasticPlan.elastic_types``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_nas.elastic import ElasticModule, Index, index_size, register_elastic_type, take
+from lightning_nas.elastic import Axis, ElasticModule, Index, elastic_class, index_size, take
 from lightning_nas.elastic.conv import ElasticConv2d
 from lightning_nas.elastic.depth import _ElasticContainer
 from lightning_nas.elastic.linear import ElasticLinear
@@ -28,8 +28,6 @@ __all__ = [
     "elastic_stage",
     "elastic_vectors",
 ]
-
-_CREATED: dict[type[nn.Module], type[ElasticModule]] = {}
 
 
 class _ElasticBatchNormAct(_ElasticBatchNorm):
@@ -90,8 +88,17 @@ class _ElasticVectors(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features")}
     _vectors: tuple[str, ...] = ()
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        # Every vector of the class lies along the same features; length-1 ones broadcast.
+        lengths = {
+            p.shape[-1] for n in cls._vectors if (p := module._parameters.get(n)) is not None and p.shape[-1] > 1
+        }
+        return {"features": lengths.pop()} if len(lengths) == 1 else {}
 
     def active_tensors(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for name in self._vectors if self._parameters.get(name) is not None}
@@ -115,7 +122,12 @@ class _ElasticAttention(ElasticModule):
     entries of q, k or v: heads x head size); ``qkv`` and ``proj`` are elastic modules of their own."""
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features")}
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        return {"features": module.__dict__["attn_dim"]}
 
     @property
     def attn_dim(self) -> int:  # type: ignore[override]
@@ -132,20 +144,8 @@ class _ElasticAttention(ElasticModule):
         return {"attn_dim": self.attn_dim, "num_heads": self.num_heads}
 
 
-def _elastic_class(dense_cls: type[nn.Module], mixin: type[ElasticModule], **attrs: Any) -> type[ElasticModule]:
-    if dense_cls not in _CREATED:
-        elastic_cls = type(
-            f"Elastic{dense_cls.__name__}",
-            (mixin, dense_cls),
-            {"_dense_cls": dense_cls, "__module__": __name__, "__doc__": mixin.__doc__, **attrs},
-        )
-        register_elastic_type(dense_cls, elastic_cls)
-        _CREATED[dense_cls] = elastic_cls
-    return _CREATED[dense_cls]
-
-
 def elastic_batch_norm_act(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for a ``BatchNormAct2d``-style class (created on first use).
+    """The elastic class for a ``BatchNormAct2d``-style class (created on first use).
 
     Example:
         >>> import torch
@@ -155,11 +155,11 @@ def elastic_batch_norm_act(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> bn(torch.randn(2, 4, 3, 3)).shape
         torch.Size([2, 4, 3, 3])
     """
-    return _elastic_class(dense_cls, _ElasticBatchNormAct)
+    return elastic_class(dense_cls, _ElasticBatchNormAct)
 
 
 def elastic_layer_norm(dense_cls: type[nn.Module], channels_first: bool) -> type[ElasticModule]:
-    """The registered elastic class for timm's ``LayerNorm`` (last axis) or ``LayerNorm2d`` (channels first).
+    """The elastic class for timm's ``LayerNorm`` (last axis) or ``LayerNorm2d`` (channels first).
 
     Example:
         >>> import torch
@@ -169,11 +169,11 @@ def elastic_layer_norm(dense_cls: type[nn.Module], channels_first: bool) -> type
         >>> norm(torch.randn(2, 6, 3, 3)).shape
         torch.Size([2, 6, 3, 3])
     """
-    return _elastic_class(dense_cls, _ElasticLayerNorm2d if channels_first else ElasticLayerNorm)
+    return elastic_class(dense_cls, _ElasticLayerNorm2d if channels_first else ElasticLayerNorm)
 
 
 def elastic_conv2d_same(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for timm's ``Conv2dSame`` (created on first use).
+    """The elastic class for timm's ``Conv2dSame`` (created on first use).
 
     Example:
         >>> import torch
@@ -183,16 +183,16 @@ def elastic_conv2d_same(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> conv(torch.randn(1, 2, 9, 9)).shape
         torch.Size([1, 5, 5, 5])
     """
-    return _elastic_class(dense_cls, _ElasticConv2dSame)
+    return elastic_class(dense_cls, _ElasticConv2dSame)
 
 
 def elastic_stage(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for a stage that runs its children in order (timm's ``RegStage``)."""
-    return _elastic_class(dense_cls, _ElasticStage)
+    """The elastic class for a stage that runs its children in order (timm's ``RegStage``)."""
+    return elastic_class(dense_cls, _ElasticStage)
 
 
 def elastic_linear(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for timm's ``Linear`` (an ``nn.Linear`` with the same eager forward).
+    """The elastic class for timm's ``Linear`` (an ``nn.Linear`` with the same eager forward).
 
     Example:
         >>> import torch
@@ -202,11 +202,11 @@ def elastic_linear(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> layer(torch.randn(2, 6)).shape
         torch.Size([2, 4])
     """
-    return _elastic_class(dense_cls, ElasticLinear)
+    return elastic_class(dense_cls, ElasticLinear)
 
 
 def elastic_vectors(dense_cls: type[nn.Module], names: tuple[str, ...]) -> type[ElasticModule]:
-    """The registered elastic class of a module whose parameters ``names`` lie along the features.
+    """The elastic class of a module whose parameters ``names`` lie along the features.
 
     Example:
         >>> import torch
@@ -217,7 +217,7 @@ def elastic_vectors(dense_cls: type[nn.Module], names: tuple[str, ...]) -> type[
         torch.Size([2, 6])
     """
     attrs = {name: _vector_property(name) for name in names}
-    cls = _elastic_class(dense_cls, _ElasticVectors, _vectors=names, **attrs)
+    cls = elastic_class(dense_cls, _ElasticVectors, _vectors=names, **attrs)
     # Instances of one class differ in the vectors they hold (a ViT with or without register
     # tokens): the class slices every name it has met, each instance the ones it has.
     new = tuple(name for name in names if name not in cls._vectors)  # type: ignore[attr-defined]
@@ -229,7 +229,7 @@ def elastic_vectors(dense_cls: type[nn.Module], names: tuple[str, ...]) -> type[
 
 
 def elastic_attention(dense_cls: type[nn.Module]) -> type[ElasticModule]:
-    """The registered elastic class for timm's ``Attention`` (created on first use).
+    """The elastic class for timm's ``Attention`` (created on first use).
 
     Example:
         >>> import torch
@@ -239,4 +239,4 @@ def elastic_attention(dense_cls: type[nn.Module]) -> type[ElasticModule]:
         >>> attn.num_heads, attn.attn_dim
         (2, 8)
     """
-    return _elastic_class(dense_cls, _ElasticAttention)
+    return elastic_class(dense_cls, _ElasticAttention)

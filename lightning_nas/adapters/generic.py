@@ -37,6 +37,7 @@ class GenericAdapter(Adapter):
     """
 
     name = "generic"
+    fallback = True
 
     def matches(self, model: nn.Module) -> bool:
         return True

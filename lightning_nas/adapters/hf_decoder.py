@@ -42,7 +42,6 @@ from torch import nn
 from lightning_nas.adapters._hf_common import HFTransformerAdapter
 from lightning_nas.adapters._hf_compressed import register_family
 from lightning_nas.adapters._hf_family import Family, LayerShape
-from lightning_nas.adapters.base import register_adapter
 
 __all__ = ["DECODER_FAMILIES", "HFDecoderAdapter"]
 
@@ -121,4 +120,3 @@ class HFDecoderAdapter(HFTransformerAdapter):
 
 
 register_family(*DECODER_FAMILIES.values())
-register_adapter(HFDecoderAdapter())

@@ -30,7 +30,6 @@ from torch import nn
 from lightning_nas.adapters._hf_common import HFTransformerAdapter
 from lightning_nas.adapters._hf_compressed import register_family
 from lightning_nas.adapters._hf_family import Family, LayerShape
-from lightning_nas.adapters.base import register_adapter
 
 __all__ = ["ENCODER_FAMILIES", "HFEncoderAdapter"]
 
@@ -103,4 +102,3 @@ class HFEncoderAdapter(HFTransformerAdapter):
 
 
 register_family(*ENCODER_FAMILIES.values())
-register_adapter(HFEncoderAdapter())

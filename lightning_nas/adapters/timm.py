@@ -26,6 +26,7 @@ from lightning_nas.adapters._timm_pretrained import efficientnet_lite0
 from lightning_nas.adapters._trace import SUPPORTED_LEAVES, trace_channels
 from lightning_nas.adapters.base import Adapter
 from lightning_nas.adapters.generic import DEFAULT_WIDTH_FRACTIONS, default_width_choices, plan_from_trace
+from lightning_nas.elastic import ElasticModule
 from lightning_nas.space import Width
 
 __all__ = ["VECTOR_NAMES", "TimmAdapter", "efficientnet_lite0"]
@@ -75,9 +76,10 @@ class TimmAdapter(Adapter):
     ) -> ElasticPlan:
         if options:
             raise TypeError(f"unknown options for the timm adapter: {sorted(options)}")
-        leaves, vectors, stages = _register_elastic_types(model)
+        types, leaves, vectors, stages = _elastic_types(model)
         trace = trace_channels(model, run, leaves=SUPPORTED_LEAVES | leaves, vectors=vectors, containers=stages)
         plan = plan_from_trace(model, trace, width_fractions, min_kernel, depth)
+        plan.elastic_types.update(types)
         if heads:
             _add_heads(model, plan, width_fractions)
         return plan
@@ -120,11 +122,16 @@ class TimmAdapter(Adapter):
             return  # the outermost timm model initialises everything below it
 
 
-def _register_elastic_types(
+def _elastic_types(
     model: nn.Module,
-) -> tuple[frozenset[type[nn.Module]], dict[type[nn.Module], tuple[str, ...]], frozenset[type[nn.Module]]]:
-    """Create and register elastic classes for the timm classes in ``model``; return the tracer's
-    extra leaf types, vector parameters and container types."""
+) -> tuple[
+    dict[type[nn.Module], type[ElasticModule]],
+    frozenset[type[nn.Module]],
+    dict[type[nn.Module], tuple[str, ...]],
+    frozenset[type[nn.Module]],
+]:
+    """The elastic classes of the timm classes in ``model`` (for its plan), and the tracer's extra
+    leaf types, vector parameters and container types."""
     from timm.layers import Attention, BatchNormAct2d, Conv2dSame, LayerNorm, LayerNorm2d, Linear
     from timm.models.regnet import RegStage
 
@@ -138,27 +145,28 @@ def _register_elastic_types(
         elastic_vectors,
     )
 
+    types: dict[type[nn.Module], type[ElasticModule]] = {}
     leaves: set[type[nn.Module]] = set()
     stages: set[type[nn.Module]] = set()
     vectors: dict[type[nn.Module], tuple[str, ...]] = {}
     for module in model.modules():
         cls = type(module)
         if cls is BatchNormAct2d:
-            elastic_batch_norm_act(cls)
+            types[cls] = elastic_batch_norm_act(cls)
             leaves.add(cls)
         elif cls in (LayerNorm, LayerNorm2d):
-            elastic_layer_norm(cls, channels_first=cls is LayerNorm2d)
+            types[cls] = elastic_layer_norm(cls, channels_first=cls is LayerNorm2d)
             leaves.add(cls)
         elif cls is Conv2dSame:
-            elastic_conv2d_same(cls)
+            types[cls] = elastic_conv2d_same(cls)
             leaves.add(cls)
         elif cls is Linear:
-            elastic_linear(cls)
+            types[cls] = elastic_linear(cls)
             leaves.add(cls)
         elif cls is Attention:
-            elastic_attention(cls)
+            types[cls] = elastic_attention(cls)
         elif cls is RegStage:  # `for block in self.children()`
-            elastic_stage(cls)
+            types[cls] = elastic_stage(cls)
             stages.add(cls)
         # A length-1 "vector" broadcasts over any features: it is not laid out along them.
         names = tuple(
@@ -167,9 +175,9 @@ def _register_elastic_types(
             if module._parameters.get(name) is not None and module._parameters[name].shape[-1] > 1
         )
         if names and cls not in vectors:
-            elastic_vectors(cls, names)
+            types[cls] = elastic_vectors(cls, names)
             vectors[cls] = names
-    return frozenset(leaves), vectors, frozenset(stages)
+    return types, frozenset(leaves), vectors, frozenset(stages)
 
 
 def _add_heads(model: nn.Module, plan: ElasticPlan, width_fractions: Sequence[float]) -> None:

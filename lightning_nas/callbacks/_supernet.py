@@ -222,9 +222,7 @@ class SupernetCallback(L.Callback):
             >>> SupernetCallback(module="model", space={"fc": [8, 16]}).configuration()["space"]
             {'fc': [8, 16]}
         """
-        adapter = self.adapter
-        if self.supernet is not None and self.supernet.adapter is not None:
-            adapter = self.supernet.adapter.name
+        adapter = self.adapter if self.supernet is None else self.supernet.adapter.name
         config: dict[str, Any] = {"not_saved": []}
         values = {
             "module": self.module,

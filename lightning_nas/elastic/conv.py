@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, index_size, take
 
 __all__ = ["ElasticConv2d", "kernel_is_elastic"]
 
@@ -44,6 +44,8 @@ class ElasticConv2d(ElasticModule, nn.Conv2d):
 
     _dense_cls = nn.Conv2d
     _elastic_attrs = ("active_in", "active_out", "active_kernel")
+    elastic_axes = {"in": Axis("active_in", "in_channels"), "out": Axis("active_out", "out_channels")}
+    default_role = "out"
     active_in: Index
     active_out: Index
     active_kernel: int | None

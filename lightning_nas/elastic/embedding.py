@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, index_size, take
 
 __all__ = ["ElasticEmbedding"]
 
@@ -25,6 +25,8 @@ class ElasticEmbedding(ElasticModule, nn.Embedding):
 
     _dense_cls = nn.Embedding
     _elastic_attrs = ("active_out",)
+    elastic_axes = {"out": Axis("active_out", "embedding_dim")}
+    default_role = "out"
     active_out: Index
 
     def forward(self, input: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, index_size, take
 
 __all__ = ["ElasticLinear"]
 
@@ -27,6 +27,7 @@ class ElasticLinear(ElasticModule, nn.Linear):
 
     _dense_cls = nn.Linear
     _elastic_attrs = ("active_in", "active_out")
+    elastic_axes = {"in": Axis("active_in", "in_features"), "out": Axis("active_out", "out_features")}
     active_in: Index
     active_out: Index
 

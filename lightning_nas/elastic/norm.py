@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_nas.elastic._base import ElasticModule, Index, index_size, take
+from lightning_nas.elastic._base import Axis, ElasticModule, Index, index_size, take
 
 __all__ = ["ElasticBatchNorm1d", "ElasticBatchNorm2d", "ElasticLayerNorm"]
 
@@ -21,6 +21,8 @@ class _ElasticBatchNorm(ElasticModule):
     """
 
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features", "num_features")}
+    default_role = "features"
     active_features: Index
 
     def forward(self, input: Tensor) -> Tensor:
@@ -93,7 +95,15 @@ class ElasticLayerNorm(ElasticModule, nn.LayerNorm):
 
     _dense_cls = nn.LayerNorm
     _elastic_attrs = ("active_features",)
+    elastic_axes = {"features": Axis("active_features")}
+    default_role = "features"
     active_features: Index
+
+    @classmethod
+    def axis_lengths(cls, module: nn.Module) -> dict[str, int]:
+        # Only a 1-d normalized shape has one features axis to slice.
+        shape = module.normalized_shape
+        return {"features": shape[0]} if len(shape) == 1 else {}
 
     def forward(self, input: Tensor) -> Tensor:
         index = self.active_features

@@ -181,11 +181,10 @@ def export_hf(
     """
     adapter = supernet.adapter
     if not isinstance(adapter, HFTransformerAdapter):
-        built_by = f"the {adapter.name!r} adapter" if adapter is not None else "explicit dimensions"
         raise ValueError(
             f"export_hf writes supernets built by a Hugging Face adapter; this {type(supernet.model).__name__} "
-            f"supernet was built by {built_by}, whose extracted model's config would not describe its weights. "
-            "Use lightning_nas.export.export_subnet instead"
+            f"supernet was built by the {adapter.name!r} adapter, whose extracted model's config would not "
+            "describe its weights. Use lightning_nas.export.export_subnet instead"
         )
     _require_pretrained(supernet.model, "export_hf")
     with supernet.use(supernet.arch if arch is None else arch):  # also the dimensions ``arch`` leaves at full size

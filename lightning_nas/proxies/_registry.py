@@ -12,25 +12,29 @@ from lightning_nas.proxies._activation import jacob_cov, naswot
 from lightning_nas.proxies._base import Forward, LossFn, Proxy, Target
 from lightning_nas.proxies._baselines import flops, num_params
 from lightning_nas.proxies._gradient import fisher, grad_norm, sigeo, snip, synflow, zico
+from lightning_nas.registry import Registry
 from lightning_nas.space import Arch
 from lightning_nas.supernet import Supernet
 
 __all__ = ["PROXIES", "compute_proxy", "get_proxy", "rank_archs"]
 
-#: Every proxy by name. Higher is better for all of them. Add an entry to register your own
-#: (any callable with the :class:`Proxy` signature).
-PROXIES: dict[str, Proxy] = {
-    "sigeo": sigeo,
-    "zico": zico,
-    "synflow": synflow,
-    "snip": snip,
-    "grad_norm": grad_norm,
-    "naswot": naswot,
-    "jacob_cov": jacob_cov,
-    "fisher": fisher,
-    "params": num_params,
-    "flops": flops,
-}
+#: Every proxy by name. Higher is better for all of them. Register your own (any callable with the
+#: :class:`Proxy` signature) with ``@PROXIES.register("name")`` or ``PROXIES["name"] = fn``.
+PROXIES: Registry[str, Proxy] = Registry(
+    "proxy",
+    {
+        "sigeo": sigeo,
+        "zico": zico,
+        "synflow": synflow,
+        "snip": snip,
+        "grad_norm": grad_norm,
+        "naswot": naswot,
+        "jacob_cov": jacob_cov,
+        "fisher": fisher,
+        "params": num_params,
+        "flops": flops,
+    },
+)
 
 
 def get_proxy(proxy: str | Proxy) -> Proxy:
@@ -42,10 +46,7 @@ def get_proxy(proxy: str | Proxy) -> Proxy:
     """
     if callable(proxy):
         return proxy
-    try:
-        return PROXIES[proxy]
-    except KeyError:
-        raise KeyError(f"unknown proxy {proxy!r}; known proxies are {sorted(PROXIES)}") from None
+    return PROXIES[proxy]
 
 
 def compute_proxy(
