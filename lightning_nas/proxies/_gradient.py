@@ -159,9 +159,10 @@ def sigeo_terms(
 
 
 @experimental(
-    "Kendall tau +0.68 without warm-up and +0.23 / -0.08 after a 10% / 50% warm-up on 32 digits-MLP "
-    "sub-networks, where ZiCo reaches +0.72 and #params +0.56 (benchmarks/ranking.py); Spearman +0.32 / -0.05 / "
-    "-0.23 without / after a 10% / 20% warm-up on 50 digits-CNN sub-networks (benchmarks/proxy_quality.py)"
+    "Spearman +0.32 without warm-up and -0.05 / -0.23 after a 10% / 20% warm-up with the stand-alone accuracy of "
+    "50 digits sub-networks, where #params reaches +0.70 and FLOPs +0.75; benchmarks/proxy_quality.py. Kendall tau "
+    "+0.68 without warm-up and +0.23 / -0.08 after a 10% / 50% warm-up on 32 digits-MLP sub-networks, where ZiCo "
+    "reaches +0.72 and #params +0.56; benchmarks/ranking.py"
 )
 def sigeo(
     target: Target,
