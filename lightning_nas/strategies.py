@@ -191,9 +191,11 @@ class Attentive(TrainingStrategy):
         k: Candidates per attentive student (the paper's BestUp-3 / WorstUp-3: 3).
         num_attentive: Attentive students per step.
         include_min: Also train the smallest sub-network each step.
-        cost: ``"flops"`` (the paper's), ``"params"`` or ``"latency"`` (the supernet's cost
-            functions, :func:`~lightning_nas.search.cost_functions`) or ``cost(arch) -> float``.
-            Costs are cached per architecture.
+        cost: ``"params"`` (default), ``"flops"`` (the paper's) or ``"latency"`` (the supernet's
+            cost functions, :func:`~lightning_nas.search.cost_functions`) or ``cost(arch) -> float``.
+            Costs are cached per architecture. Parameters are counted without running the model;
+            FLOPs and latency run it once per new architecture, and rejection sampling draws
+            several architectures per candidate, which is slow on large models.
         tolerance: Half-width of the band around the target, as a fraction of the cost range,
             in (0, 1].
         prior: ``"arch"`` or ``"uniform"`` (see above).
@@ -231,7 +233,7 @@ class Attentive(TrainingStrategy):
         k: int = 3,
         num_attentive: int = 2,
         include_min: bool = True,
-        cost: str | Callable[[Arch], float] = "flops",
+        cost: str | Callable[[Arch], float] = "params",
         tolerance: float = 0.05,
         prior: str = "arch",
         criterion: Callable[[Any, Any], Tensor] | None = None,
@@ -247,7 +249,7 @@ class Attentive(TrainingStrategy):
         if prior not in ("arch", "uniform"):
             raise ValueError(f"Attentive: prior must be 'arch' or 'uniform', got {prior!r}")
         if not callable(cost) and cost not in ("params", "flops", "latency"):
-            raise ValueError(f"Attentive: cost must be 'flops', 'params', 'latency' or a callable, got {cost!r}")
+            raise ValueError(f"Attentive: cost must be 'params', 'flops', 'latency' or a callable, got {cost!r}")
         self.mode = mode
         self.k = k
         self.num_attentive = num_attentive

@@ -131,9 +131,9 @@ def test_attentive_sampling_is_reproducible_from_the_seed(tmp_path) -> None:
     assert first != other
 
 
-def test_default_scoring_is_the_distillation_loss_and_flops_the_default_cost(tmp_path) -> None:
+def test_default_scoring_is_the_distillation_loss_and_flops_a_cost(tmp_path) -> None:
     module = RecordingClassifier()
-    strategy = Attentive()  # BestUp-3 on FLOPs, candidates scored against the teacher's outputs
+    strategy = Attentive(cost="flops")  # BestUp-3 on FLOPs, candidates scored against the teacher's outputs
     callback = SupernetCallback(strategy=strategy, module="model")
     _trainer(tmp_path, [callback], steps=2).fit(module, DigitsDataModule())
     supernet = callback.supernet
@@ -163,7 +163,7 @@ def test_limits_hold_for_the_attentive_candidates(tmp_path) -> None:
         ({"tolerance": 0.0}, r"tolerance must be a fraction of the cost range in \(0, 1\], got 0.0"),
         ({"tolerance": 1.5}, "tolerance must be"),
         ({"mode": "best"}, "mode must be 'bestup' or 'worstup', got 'best'"),
-        ({"cost": "energy"}, "cost must be 'flops', 'params', 'latency' or a callable, got 'energy'"),
+        ({"cost": "energy"}, "cost must be 'params', 'flops', 'latency' or a callable, got 'energy'"),
         ({"prior": "beta"}, "prior must be 'arch' or 'uniform'"),
     ],
 )
@@ -174,7 +174,7 @@ def test_bad_options_are_refused_in_one_line_before_training(options, message) -
 
 
 def test_names_and_the_warmup_use_the_same_mechanism(tmp_path) -> None:
-    assert resolve_strategy("attentive").mode == "bestup" and resolve_strategy("bestup").mode == "bestup"
+    assert resolve_strategy("attentive").mode == "bestup" and resolve_strategy("bestup").cost == "params"
     assert resolve_strategy("worstup").mode == "worstup"
     with pytest.raises(MisconfigurationException):  # an unknown submodule still fails before training
         _trainer(tmp_path, [SupernetCallback(strategy="worstup", module="nope")]).fit(
