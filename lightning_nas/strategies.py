@@ -183,8 +183,8 @@ class Attentive(TrainingStrategy):
       the label loss), otherwise the students' distillation loss against the teacher's output,
       which needs no knowledge of the batch's layout.
 
-    Under DDP each rank scores on its own shard, so ranks may train different candidates (the
-    teacher gives every parameter a gradient on every rank, so the gradient averaging is sound).
+    Under DDP the candidates' losses are averaged over the ranks before choosing (the loss on
+    the global batch), so every rank trains the same students.
 
     Args:
         mode: ``"bestup"`` (default, the paper's best setting) or ``"worstup"``.
@@ -462,6 +462,7 @@ def choose_students(
     where: Callable[[Arch], bool] | None = None,
     distill: Distill = distillation_loss,
     context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> list[Arch]:
     """The students a step trains: ``strategy.select`` with a scorer on the step's inputs.
 
@@ -469,7 +470,9 @@ def choose_students(
     arguments. The scorer runs each architecture on the teacher's inputs without gradients and
     with batch-norm running statistics frozen, and returns ``loss(output, batch)`` when the
     strategy passes a ``loss``, otherwise the students' ``distill`` loss against the teacher's
-    output. The architecture active before is restored.
+    output. The architecture active before is restored. ``reduce`` combines the losses measured
+    here with the other processes' (their mean under DDP: the loss of the global batch), so that
+    every process chooses the same students.
 
     Example:
         >>> import torch
@@ -505,7 +508,7 @@ def choose_students(
                     values.append(float(value))
         finally:
             supernet.set_arch(previous)
-        return values
+        return values if reduce is None else reduce(values)
 
     return strategy.select(supernet, students, score, rng, where)
 

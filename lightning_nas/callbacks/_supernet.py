@@ -13,7 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_nas.callbacks._ddp import average_gradients, check_strategy, ddp_model
+from lightning_nas.callbacks._ddp import average_gradients, average_values, check_strategy, ddp_model
 from lightning_nas.inputs import call_model
 from lightning_nas.search import check_feasible, cost_functions, resolve_limits
 from lightning_nas.space import Depth, Dimension, Kernel, Width
@@ -315,6 +315,7 @@ class SupernetCallback(L.Callback):
             where=self.within_limits if self.limits else None,
             distill=self.distill,
             context=context,
+            reduce=None if self._ddp is None else lambda values: average_values(self._ddp, values),
         )
         self._in_student_backward = True
         try:
