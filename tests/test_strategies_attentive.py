@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
 import pytest
 import torch
@@ -192,4 +190,3 @@ def test_names_and_the_warmup_use_the_same_mechanism(tmp_path) -> None:
     for choice in strategy.last_choices:
         assert choice.chosen == choice.candidates[max(range(2), key=choice.losses.__getitem__)]
     assert repr(strategy).startswith("Attentive(mode='worstup', k=2")
-    assert random.Random(0).random() == random.Random(0).random()
