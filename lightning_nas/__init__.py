@@ -27,7 +27,14 @@ if TYPE_CHECKING:  # what the lazy table below provides, for type checkers and I
     from lightning_nas.samplers import ConstrainedSampler, PredictorSampler, TabNASSampler
     from lightning_nas.search import SearchResult, SubnetObjective, TorchmetricsEvaluator, one_shot_search
     from lightning_nas.space import Arch, Depth, Dimension, Kernel, SearchSpace, Width
-    from lightning_nas.strategies import InstaTune, Sandwich, SinglePath, TrainingStrategy, distillation_loss
+    from lightning_nas.strategies import (
+        Attentive,
+        InstaTune,
+        Sandwich,
+        SinglePath,
+        TrainingStrategy,
+        distillation_loss,
+    )
     from lightning_nas.supernet import Supernet, at_arch
 
 __version__ = "0.1.0"
@@ -63,6 +70,7 @@ _LAZY = {
     "Kernel": "lightning_nas.space",
     "SearchSpace": "lightning_nas.space",
     "Width": "lightning_nas.space",
+    "Attentive": "lightning_nas.strategies",
     "InstaTune": "lightning_nas.strategies",
     "Sandwich": "lightning_nas.strategies",
     "SinglePath": "lightning_nas.strategies",
@@ -85,6 +93,7 @@ _LAZY = {
 
 __all__ = [
     "Arch",
+    "Attentive",
     "ConstrainedSampler",
     "CostAwarePruner",
     "Depth",

@@ -27,6 +27,7 @@ RUNS = [
     ("spos", "spos", 1),
     ("sandwich-acc2", "sandwich", 2),
     ("spos-acc2", "spos", 2),
+    ("attentive", "attentive", 1),
 ]
 GLOBAL_BATCH = 16
 STEPS = 3
@@ -74,7 +75,8 @@ class Record(L.Callback):
         self.supernet_callback, self.out, self.name = supernet_callback, out, name
         self.archs: list[Any] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # At the end of the step: the students a strategy chose on the batch (Attentive) are known.
         self.archs.append((self.supernet_callback._teacher, self.supernet_callback._students))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

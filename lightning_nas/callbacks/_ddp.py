@@ -83,6 +83,15 @@ def average_gradients(ddp: DistributedDataParallel) -> None:
             grad.copy_(synced)
 
 
+def average_values(ddp: DistributedDataParallel, values: list[float]) -> list[float]:
+    """The mean of ``values`` over the ranks of ``ddp``'s process group (e.g. losses on each
+    rank's share of the batch: their mean is the loss on the global batch)."""
+    device = next(ddp.module.parameters()).device
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, group=ddp.process_group)
+    return (tensor / dist.get_world_size(ddp.process_group)).tolist()
+
+
 def _buckets(tensors: list[Tensor]) -> list[list[Tensor]]:
     """``tensors`` grouped by dtype and device into runs of at most ``_BUCKET_BYTES``."""
     by_kind: dict[tuple, list[list[Tensor]]] = {}

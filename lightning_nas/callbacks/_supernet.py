@@ -13,11 +13,18 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_nas.callbacks._ddp import average_gradients, check_strategy, ddp_model
+from lightning_nas.callbacks._ddp import average_gradients, average_values, check_strategy, ddp_model
 from lightning_nas.inputs import call_model
 from lightning_nas.search import check_feasible, cost_functions, resolve_limits
 from lightning_nas.space import Depth, Dimension, Kernel, Width
-from lightning_nas.strategies import TrainingStrategy, _detach, distillation_loss, resolve_strategy, train_students
+from lightning_nas.strategies import (
+    TrainingStrategy,
+    _detach,
+    choose_students,
+    distillation_loss,
+    resolve_strategy,
+    train_students,
+)
 from lightning_nas.supernet import Supernet
 
 __all__ = ["SupernetCallback", "find_supernet_callback"]
@@ -41,8 +48,8 @@ class SupernetCallback(L.Callback):
     and manual optimization under DDP are refused before training.
 
     Args:
-        strategy: ``"sandwich"`` (default), ``"instatune"``, ``"spos"`` or a
-            :class:`~lightning_nas.strategies.TrainingStrategy`.
+        strategy: ``"sandwich"`` (default), ``"instatune"``, ``"spos"``, ``"attentive"`` (BestUp),
+            ``"worstup"`` or a :class:`~lightning_nas.strategies.TrainingStrategy`.
         space: Narrower choices for some dimensions, ``{name: values}``.
         module: Attribute path of the network inside the LightningModule (e.g. ``"model"``);
             by default the LightningModule itself, whose ``forward`` must then be what
@@ -278,12 +285,12 @@ class SupernetCallback(L.Callback):
             self._teacher, self._students = self.strategy.sample(self.supernet.space, self._rng)
         self.supernet.set_arch(self._teacher)
         self._capture = None
-        self._capturing = bool(self._students)
+        self._capturing = bool(self._students) or self.strategy.selects_on_batch
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._in_student_backward:
             return
-        if not self._students:
+        if not self._students and not self.strategy.selects_on_batch:
             self._after_last_backward(trainer)
             return
         if self._capture is None:
@@ -294,6 +301,20 @@ class SupernetCallback(L.Callback):
             )
         args, kwargs, teacher_output = self._capture
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        context = trainer.precision_plugin.forward_context
+        self._students = choose_students(
+            self.strategy,
+            self.supernet,
+            self._students,
+            lambda model: model(*args, **kwargs),
+            teacher_output,
+            self._batch,
+            rng=self._rng,
+            where=self.within_limits if self.limits else None,
+            distill=self.distill,
+            context=context,
+            reduce=None if self._ddp is None else lambda values: average_values(self._ddp, values),
+        )
         self._in_student_backward = True
         try:
             loss = train_students(
@@ -304,7 +325,7 @@ class SupernetCallback(L.Callback):
                 self._batch,
                 distill=self.distill,
                 backward=lambda loss: trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer),
-                context=trainer.precision_plugin.forward_context,
+                context=context,
             )
         finally:
             self._in_student_backward = False

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from lightning_nas.inputs import call_model, to_device
 from lightning_nas.proxies._base import Forward, LossFn, Target, _device, batch_targets
 from lightning_nas.space import Arch
-from lightning_nas.strategies import Distill, TrainingStrategy, distillation_loss, resolve_strategy, train_students
+from lightning_nas.strategies import (
+    Distill,
+    TrainingStrategy,
+    choose_students,
+    distillation_loss,
+    resolve_strategy,
+    train_students,
+)
 from lightning_nas.supernet import Supernet
 
 __all__ = ["WarmupResult", "is_warmed_up", "warmup"]
@@ -99,7 +106,7 @@ def warmup(
         lr: Learning rate of the default optimizer.
         strategy: Which sub-networks each step trains: a
             :class:`~lightning_nas.strategies.TrainingStrategy` or its name (``"spos"``,
-            ``"sandwich"``, ``"instatune"``), sampled over ``supernet.space``.
+            ``"sandwich"``, ``"instatune"``, ``"attentive"``), sampled over ``supernet.space``.
         seed: Seed of the architecture sampling.
         forward: How to run the model on a batch.
         distill: The students' loss, as in :class:`~lightning_nas.callbacks.SupernetCallback`:
@@ -154,7 +161,9 @@ def warmup(
             outputs = forward(model, batch)
             loss = loss_fn(outputs, batch_targets(batch))
             loss.backward()
-            train_students(supernet, students, lambda m: forward(m, batch), outputs, batch, distill=distill)
+            run = lambda m: forward(m, batch)  # noqa: E731 - the same inputs for scoring and training
+            students = choose_students(plan, supernet, students, run, outputs, batch, rng=rng, distill=distill)
+            train_students(supernet, students, run, outputs, batch, distill=distill)
             optimizer.step()
             result.losses.append(float(loss.detach()))
             result.archs.append(dict(teacher))
