@@ -110,6 +110,7 @@ def _compress(args: argparse.Namespace) -> int:
         max_test=args.max_test,
         importance_batches=args.importance_batches,
         strategy=args.strategy,
+        stock_config=args.stock_config,
         per_layer=args.per_layer,
         elastic_hidden=args.elastic_hidden,
         elastic_depth=args.elastic_depth,
@@ -125,7 +126,14 @@ def _compress(args: argparse.Namespace) -> int:
 
     auto_class = TASKS[args.task or infer_task(model_dir)].auto_class
     print("\n" + report.table())
-    print(f"\nExported to {report.export_path}; load it with:\n  {load_instructions(report.export_path, auto_class)}")
+    load = load_instructions(report.export_path, auto_class)
+    how = (
+        "its config has a lightning_nas_<family> model type (a stock config cannot describe it), so it loads "
+        "after `import lightning_nas.adapters`"
+        if load.startswith("import lightning_nas")
+        else "its config is the family's stock config, so plain transformers loads it, without lightning_nas"
+    )
+    print(f"\nExported to {report.export_path}; {how}:\n  {load}")
     print(f"Report: {report.report_path}")
     print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
     print(dashboard_hint(report.study_storage))
@@ -302,8 +310,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["instatune", "sandwich", "spos"],
         help="supernet training: sub-networks trained per step",
     )
-    job.add_argument("--per-layer", action="store_true", help="one heads/FFN width per layer (larger space)")
-    job.add_argument("--elastic-hidden", action="store_true", help="also shrink the hidden size")
+    configs = job.add_mutually_exclusive_group()
+    configs.add_argument(
+        "--stock-config",
+        dest="stock_config",
+        action="store_true",
+        default=True,
+        help="search only what the family's stock config describes: the export loads with plain transformers "
+        "(BERT-like families keep their heads; FFN choices go down to 1/24) (default)",
+    )
+    configs.add_argument(
+        "--allow-custom-config",
+        dest="stock_config",
+        action="store_false",
+        default=argparse.SUPPRESS,  # the default is --stock-config's
+        help="also shrink what a stock config cannot describe (BERT's heads; with --per-layer, per-layer widths); "
+        "such an export has a lightning_nas_<family> config and loads after `import lightning_nas.adapters`",
+    )
+    job.add_argument(
+        "--per-layer", action="store_true", help="one heads/FFN width per layer (needs --allow-custom-config)"
+    )
+    job.add_argument(
+        "--elastic-hidden",
+        action="store_true",
+        help="also shrink the hidden size (BERT-like families: needs --allow-custom-config)",
+    )
     job.add_argument("--elastic-depth", action="store_true", help="also drop layers")
     job.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
     job.add_argument("--seed", type=int, default=0, help="seed of data order, carving, sampling and search")

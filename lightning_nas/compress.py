@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TASKS",
+    "NARROW_FFN_FRACTIONS",
     "WIDTH_FRACTIONS",
     "CompressSettings",
     "CompressTask",
@@ -65,6 +66,10 @@ def width_fractions(steps: int) -> tuple[float, ...]:
 
 #: Default width choices of :func:`compress`: 1/4 to all of each width in steps of 1/24.
 WIDTH_FRACTIONS = width_fractions(24)
+
+#: FFN choices added below the width fractions where a stock config fixes the heads (BERT-like
+#: families): with attention a third of MiniLM's encoder, half of it needs the FFN below 1/4.
+NARROW_FFN_FRACTIONS = tuple(k / 24 for k in range(1, 24))
 
 _RUN_FILE = "run.json"
 _CHECKPOINTS = "checkpoints"
@@ -428,24 +433,60 @@ class CompressionReport:
         return format_table(header, body)
 
 
-def _check_architecture(model_dir: Path, auto_class: str) -> None:
-    """Refuse a model no Hugging Face adapter handles, from its config alone, before anything is read or written.
+def _check_space(
+    model_dir: Path, auto_class: str, max_encoder_params: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The adapter options of the run, checked on the model built on the meta device (no weights, no memory).
 
-    The model is built on the meta device (no memory, no weights), which is all the adapters'
-    structural checks need.
+    Refuses, before anything is read or written, a model no Hugging Face adapter handles, an
+    option its space cannot honour, and a budget below the smallest sub-network of the space.
+    Where the stock config fixes the heads, the FFN choices reach down to 1/24 (:data:`NARROW_FFN_FRACTIONS`).
     """
     import torch
     import transformers
 
     from lightning_nas.adapters import find_adapter
+    from lightning_nas.supernet import Supernet
 
+    if options["per_layer"] and options["stock_config"]:
+        raise ValueError(
+            "--per-layer (per_layer=True) needs --allow-custom-config (stock_config=False): "
+            "a stock config gives all layers one width"
+        )
     try:
         config = transformers.AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
         raise ValueError(f"{model_dir / 'config.json'}: {str(err).splitlines()[0]}") from err
     with torch.device("meta"):
         model = getattr(transformers, auto_class).from_config(config)
-    find_adapter(model)  # raises, naming the class and why no adapter handles it
+    adapter = find_adapter(model)  # raises, naming the class and why no adapter handles it
+    # Token ids only: an attention mask makes transformers ask data-dependent questions meta tensors cannot answer.
+    example = {"input_ids": torch.ones(1, 8, dtype=torch.long, device="meta")}
+    net = Supernet(model, example_input=example, adapter=adapter, **options)
+    if options["stock_config"] and "heads" not in net.space and "ffn" in net.space:
+        options = {**options, "ffn_fractions": tuple(sorted({*NARROW_FFN_FRACTIONS, *options["width_fractions"]}))}
+        net.restore()
+        net = Supernet(model, example_input=example, adapter=adapter, **options)
+    for flag, option, dimension in (("--elastic-hidden", "hidden", "hidden"), ("--elastic-depth", "depth", "depth")):
+        if options[option] and dimension not in net.space:
+            notes = "; ".join(n for n in net.plan.notes if dimension in n) or "the adapter offers none"
+            raise ValueError(f"{flag}: {notes}")
+    full, smallest = encoder_params(net, net.max_arch()), encoder_params(net, net.min_arch())
+    if smallest > max_encoder_params * full:
+        ways = [
+            *(
+                ["--allow-custom-config (heads shrink too; the export then needs `import lightning_nas.adapters`)"]
+                if options["stock_config"]
+                else []
+            ),
+            *(["--elastic-depth (drop layers)"] if not options["depth"] else []),
+        ]
+        raise ValueError(
+            f"--max-params {max_encoder_params:g} is out of reach: the smallest sub-network of this space "
+            f"({', '.join(net.space)}) keeps {smallest / full:.1%} of the {full:,.0f} parameters outside "
+            f"nn.Embedding; " + ("widen the space with " + " or ".join(ways) if ways else "raise the budget")
+        )
+    return options
 
 
 #: Files that hold a tokenizer's vocabulary, one of which a model directory must have.
@@ -518,6 +559,7 @@ def compress(
     max_test: int | None = None,
     importance_batches: int = 8,
     strategy: str = "instatune",
+    stock_config: bool = True,
     per_layer: bool = False,
     elastic_hidden: bool = False,
     elastic_depth: bool = False,
@@ -568,8 +610,16 @@ def compress(
         strategy: Supernet training strategy (``"instatune"``, ``"sandwich"``, ``"spos"``). Its
             random sub-networks are drawn only among those within the budget: the others are
             never exported, so training them would be wasted.
+        stock_config: Search only sub-networks the family's stock config describes, so the export
+            loads with plain transformers in a process that never imports ``lightning_nas``
+            (default). Families whose config derives the head size from the hidden size (BERT,
+            RoBERTa, ELECTRA, DistilBERT) then keep their heads, and the FFN choices reach down to
+            1/24 so that half the encoder is within reach at full depth; Llama-like configs (with
+            ``head_dim``) keep every dimension. ``False`` (``--allow-custom-config``) also shrinks
+            BERT's heads; such exports have a ``lightning_nas_<family>`` config and reload after
+            ``import lightning_nas.adapters``.
         per_layer: One heads and one FFN width per layer instead of one for all layers (a far
-            larger space; the exports then need ``import lightning_nas.adapters`` to reload).
+            larger space; needs ``stock_config=False``, and the exports ``import lightning_nas.adapters``).
         elastic_hidden: Also shrink the hidden size (embeddings, every projection). Off by
             default: on MiniLM it costs more accuracy per parameter than heads and FFN neurons.
         elastic_depth: Also drop layers. Off by default: a model pretrained for mean pooling,
@@ -633,7 +683,18 @@ def compress(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
-    _check_architecture(model_dir, TASKS[task].auto_class)
+    adapter_options = _check_space(
+        model_dir,
+        TASKS[task].auto_class,
+        max_encoder_params,
+        {
+            "stock_config": stock_config,
+            "per_layer": per_layer,
+            "hidden": elastic_hidden,
+            "depth": elastic_depth,
+            "width_fractions": tuple(width_fractions),
+        },
+    )
     out = Path(out_dir).resolve()
     jobs.check_out_dir(out)
     settings = CompressSettings(
@@ -663,6 +724,7 @@ def compress(
         "epochs": epochs,
         "importance_batches": importance_batches,
         "strategy": strategy,
+        "stock_config": stock_config,
         "per_layer": per_layer,
         "elastic_hidden": elastic_hidden,
         "elastic_depth": elastic_depth,
@@ -684,15 +746,7 @@ def compress(
         n_trials=n_trials,
         importance_batches=importance_batches,
         strategy=strategy,
-        adapter_options={
-            # The space compress has always searched (global heads need a lightning_nas config on BERT);
-            # whether compress defaults to stock-expressible spaces is decided with issue 13.
-            "stock_config": False,
-            "per_layer": per_layer,
-            "hidden": elastic_hidden,
-            "depth": elastic_depth,
-            "width_fractions": tuple(width_fractions),
-        },
+        adapter_options=adapter_options,
         seed=seed,
         limit_train_batches=limit_train_batches,
         checkpoint_every=checkpoint_every,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -25,7 +27,7 @@ def tiny_bert_dir(tmp_path):
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
-        intermediate_size=64,
+        intermediate_size=128,  # 4 x hidden, as in BERT: attention is a third of the encoder
         max_position_embeddings=128,
         num_labels=2,
     )
@@ -211,8 +213,12 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
 
 @pytest.mark.parametrize(
     "space",
-    [{}, {"per_layer": True, "elastic_hidden": True, "elastic_depth": True}],
-    ids=["global-heads-ffn", "per-layer-hidden-depth"],
+    [
+        {"stock_config": False},
+        {"per_layer": True, "elastic_hidden": True, "elastic_depth": True, "stock_config": False},
+        {},
+    ],
+    ids=["global-heads-ffn", "per-layer-hidden-depth", "stock-default"],
 )
 def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_path, space) -> None:
     out = tmp_path / "out"
@@ -246,10 +252,13 @@ def test_compress_exports_a_model_that_transformers_reloads(tiny_bert_dir, tmp_p
     evaluated = [t for t in study.trials if not is_rejection(t)]
     assert len(evaluated) == 6 and all("encoder_params" in t.user_attrs for t in evaluated)
     searched = set(evaluated[0].params)
-    if space:
+    if space.get("per_layer"):
         assert {"hidden", "depth", "layers.0.heads", "layers.1.ffn"} <= searched
-    else:  # one heads and one FFN width for all layers: a stock BertConfig describes every export
+    elif space:  # --allow-custom-config: one heads and one FFN width for all layers, as before issue 13
         assert searched == {"heads", "ffn"}
+    else:  # a stock BertConfig fixes the heads: one FFN width, down to 1/24
+        assert searched == {"ffn"}
+        assert json.loads((report.export_path / "config.json").read_text())["model_type"] == "bert"
     assert "compressed" in report.table()
 
 
@@ -278,6 +287,23 @@ _BAD_INPUT = [
     ("out-under-a-file", ["--out", "{file}/out"], r"output directory .* is under .*a-file, which is a file"),
     ("unknown-task", ["--task", "translation"], r"argument --task: invalid choice: 'translation'"),
     ("recover-steps-negative", ["--recover-steps", "-1"], r"argument --recover-steps: must be >= 0, got -1"),
+    (
+        "budget-out-of-reach",
+        ["--max-params", "0.2"],
+        r"--max-params 0.2 is out of reach: the smallest sub-network of this space \(ffn\) keeps 39\.9% of the "
+        r"[\d,]+ parameters outside nn.Embedding; widen the space with --allow-custom-config .* or --elastic-depth",
+    ),
+    (
+        "budget-out-of-reach-everywhere",
+        ["--max-params", "0.01", "--allow-custom-config", "--elastic-depth"],
+        r"--max-params 0.01 is out of reach: .*; raise the budget$",
+    ),
+    ("per-layer-stock", ["--per-layer"], r"--per-layer \(per_layer=True\) needs --allow-custom-config"),
+    (
+        "hidden-stock",
+        ["--elastic-hidden"],
+        r"--elastic-hidden: heads and hidden size fixed: BertConfig has no head_dim",
+    ),
 ]
 
 
@@ -373,3 +399,72 @@ def test_width_fractions_run_from_a_quarter_to_all() -> None:
     assert width_fractions(1) == (1.0,)
     with pytest.raises(ValueError, match="width steps must be >= 1, got 0"):
         width_fractions(0)
+
+
+def _tiny_llama_dir(tmp_path: Path) -> Path:
+    """A 2-layer Llama (4 query / 2 key-value heads) with a word-level tokenizer of the reviews: nothing downloaded."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from lightning_nas.datasets import load_text_classification
+
+    texts = load_text_classification(max_train=200, max_test=1).train_texts
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    backend.train_from_iterator(
+        texts, tokenizers.trainers.WordLevelTrainer(vocab_size=200, special_tokens=["<unk>", "<eos>"])
+    )
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,  # as SmolLM2: the LM head is the embedding, outside the budget
+    )
+    path = tmp_path / "tiny-llama"
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (tmp_path / "corpus.txt").write_text("\n".join(texts))
+    return path
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_the_default_export_loads_in_a_process_that_never_imports_lightning_nas(
+    family, tiny_bert_dir, tmp_path, capsys
+) -> None:
+    """Issue 13: by default the printed load line works with plain transformers, lightning_nas never imported."""
+    if family == "bert":
+        model_dir, data = tiny_bert_dir, ["--train", str(_write_csv(tmp_path / "reviews.csv", _reviews()))]
+        data += ["--text-column", "review", "--label-column", "sentiment"]
+    else:
+        model_dir, data = _tiny_llama_dir(tmp_path), ["--train", str(tmp_path / "corpus.txt"), "--block-size", "16"]
+    out = tmp_path / "out"
+    assert main(["compress", str(model_dir), *data, "--out", str(out), *_FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "its config is the family's stock config, so plain transformers loads it, without lightning_nas:" in printed
+    line = printed.split("without lightning_nas:\n  ")[1].splitlines()[0]
+    assert line.startswith("import transformers;") and str(out / "best_model") in line
+    study = optuna.load_study(study_name="compress", storage=f"sqlite:///{out / 'nas.db'}")
+    searched = set(next(t for t in study.trials if not is_rejection(t)).params)
+    # BERT derives the head size from the hidden size, so its heads stay; Llama's config has head_dim.
+    assert searched == ({"ffn"} if family == "bert" else {"heads", "ffn"})
+    check = "import sys\nassert not [m for m in sys.modules if m.startswith('lightning_nas')], 'lightning_nas imported'"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", f"{line}\n{check}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_cli_chooses_stock_or_custom_configs() -> None:
+    from lightning_nas.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["compress", "minilm"]).stock_config is True
+    assert parse(["compress", "minilm", "--stock-config"]).stock_config is True
+    assert parse(["compress", "minilm", "--allow-custom-config"]).stock_config is False
+    with pytest.raises(SystemExit):
+        parse(["compress", "minilm", "--stock-config", "--allow-custom-config"])

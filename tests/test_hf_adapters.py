@@ -166,6 +166,14 @@ def test_options_turn_dimensions_off() -> None:
         tiny_supernet("bert", width=0.5)
 
 
+def test_ffn_fractions_set_the_ffn_choices_alone() -> None:
+    widths = (0.25, 0.5, 1.0)
+    net = tiny_supernet("bert", stock_config=False, per_layer=False, width_fractions=widths, ffn_fractions=(1 / 8, 1.0))
+    ffn, heads = net.space["ffn"].size, net.space["heads"].size
+    assert net.space["ffn"].choices == (ffn // 8, ffn)  # the FFN's own fractions
+    assert net.space["heads"].choices == tuple(sorted({max(1, round(f * heads)) for f in widths}))
+
+
 def test_unknown_architectures_fall_back_or_fail_clearly() -> None:
     config = transformers.OPTConfig(
         vocab_size=100,

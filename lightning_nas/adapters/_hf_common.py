@@ -52,6 +52,8 @@ class HFTransformerAdapter(Adapter):
 
     Options of :meth:`plan`:
         width_fractions: Fractions of each width offered as choices.
+        ffn_fractions: Fractions of the FFN size offered as choices (default: ``width_fractions``);
+            e.g. narrower FFN choices where the stock config fixes the heads.
         depth_fractions: Fractions of the layers offered as depths (default: ``width_fractions``).
         stock_config: Only sub-networks the family's stock config can describe (default), so
             every export reloads with plain transformers, without ``lightning_nas``: widths are
@@ -118,6 +120,7 @@ class HFTransformerAdapter(Adapter):
         run: Callable[[nn.Module], Any],
         width_fractions: Sequence[float] = DEFAULT_WIDTH_FRACTIONS,
         depth_fractions: Sequence[float] | None = None,
+        ffn_fractions: Sequence[float] | None = None,
         stock_config: bool = True,
         per_layer: bool | None = None,
         hidden: bool = True,
@@ -165,11 +168,11 @@ class HFTransformerAdapter(Adapter):
             ffn_layouts = {axis: (Segment(ffn_name, shape.ffn),) for axis in family.ffn_axes()}
             reserved.update(f"{prefix}{path}:{role}" for path, role in head_layouts | ffn_layouts)
             units = shape.kv_heads
-            for enabled, name, size, unit, named_layouts in (
-                (heads, head_name, units, head_dim * shape.heads // units, head_layouts),
-                (ffn, ffn_name, shape.ffn, 1, ffn_layouts),
+            for enabled, name, size, unit, named_layouts, fractions in (
+                (heads, head_name, units, head_dim * shape.heads // units, head_layouts, width_fractions),
+                (ffn, ffn_name, shape.ffn, 1, ffn_layouts, ffn_fractions or width_fractions),
             ):
-                if enabled and _add_width(dims, name, size, width_fractions, unit=unit):
+                if enabled and _add_width(dims, name, size, fractions, unit=unit):
                     layer_layouts = {(prefix + path, role): layout for (path, role), layout in named_layouts.items()}
                     layouts.update(layer_layouts)
                     groups.setdefault(name, []).append(tuple(layer_layouts))
