@@ -67,7 +67,7 @@ from minilm_compress import prune_model  # noqa: E402
 from lightning_nas.apps import TextClassifier, TextDataModule, evaluate_accuracy  # noqa: E402
 from lightning_nas.apps.text_classification import load_with_new_head  # noqa: E402
 from lightning_nas.callbacks._quiet import quiet_lightning  # noqa: E402
-from lightning_nas.compress import WIDTH_FRACTIONS, compress, dense_encoder_params  # noqa: E402
+from lightning_nas.compress import NARROW_FFN_FRACTIONS, WIDTH_FRACTIONS, compress, dense_encoder_params  # noqa: E402
 from lightning_nas.datasets import load_text_classification, minilm_model_dir, train_validation_split  # noqa: E402
 from lightning_nas.search import search_result  # noqa: E402
 
@@ -103,11 +103,20 @@ def encoder_params_of(heads: int, ffn: int, model: Any) -> float:
     return fixed + layers * (heads * per_head + ffn * per_neuron)
 
 
-def mean_student_params(model: Any, budget: float) -> float:
-    """Mean encoder params of the sub-networks within the budget (compress's global heads x FFN space)."""
+def mean_student_params(model: Any, budget: float, stock_config: bool) -> float:
+    """Mean encoder params of the sub-networks within the budget, in compress's default space on BERT.
+
+    With stock configs every head stays and one FFN width is searched (1/24 to all); with custom
+    configs, one heads and one FFN width (1/4 to all, in steps of 1/24).
+    """
     config = model.config
-    heads = sorted({max(1, round(f * config.num_attention_heads)) for f in WIDTH_FRACTIONS})
-    ffns = sorted({max(1, round(f * config.intermediate_size)) for f in WIDTH_FRACTIONS})
+    if stock_config:
+        heads = [config.num_attention_heads]
+        ffn_fractions = {*NARROW_FFN_FRACTIONS, *WIDTH_FRACTIONS}
+    else:
+        heads = sorted({max(1, round(f * config.num_attention_heads)) for f in WIDTH_FRACTIONS})
+        ffn_fractions = set(WIDTH_FRACTIONS)
+    ffns = sorted({max(1, round(f * config.intermediate_size)) for f in ffn_fractions})
     limit = budget * dense_encoder_params(model)
     within = [p for h, f in itertools.product(heads, ffns) if (p := encoder_params_of(h, f, model)) <= limit]
     return statistics.fmean(within)
@@ -168,6 +177,7 @@ def run_ours(out: Path, splits: dict, budget: float, args: argparse.Namespace, s
         "n_trials": args.trials,
         "lr": args.lr,
         "seed": seed,
+        "stock_config": args.stock_config,
         "recover_top_k": args.recover_top_k,
         "recover_hidden_weight": args.hidden_weight,
         "limit_train_batches": args.limit_train_batches,
@@ -291,6 +301,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-top-k", type=int, default=3)
     parser.add_argument("--recover-steps", type=int, default=None, help="default: half an epoch")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
+    space = parser.add_mutually_exclusive_group()
+    space.add_argument("--stock-config", dest="stock_config", action="store_true", default=True)
+    space.add_argument(
+        "--allow-custom-config", dest="stock_config", action="store_false", help="also shrink heads (global)"
+    )
     parser.add_argument("--limit-train-batches", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="pipeline check: tiny data, numbers meaningless")
@@ -319,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         records["reference"][seed] = run_reference(args.out, splits, tokenizer, args, seed)
         for budget in args.budgets:
             ours = run_ours(args.out, splits, budget, args, seed)
-            compute = training_compute(ours, full, mean_student_params(pretrained, budget))
+            compute = training_compute(ours, full, mean_student_params(pretrained, budget, args.stock_config))
             records["ours"][(seed, budget)] = ours
             records["prune"][(seed, budget)] = run_prune(args.out, splits, tokenizer, budget, compute, args, seed)
     print(table(records, args.budgets, args.seeds))
