@@ -137,7 +137,8 @@ def _fit_steps(module: TextClassifier, datamodule: TextDataModule, steps: int) -
         enable_progress_bar=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        accelerator="cpu",
+        accelerator="auto",  # the CPU here, one GPU where there is one (also used by smollm2_compress.py)
+        devices=1,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule)
