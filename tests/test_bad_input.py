@@ -185,6 +185,15 @@ def test_a_whole_width_of_another_type_is_still_accepted() -> None:
         assert net.arch["fc1"] == 32 and type(net.arch["fc1"]) is int
 
 
+def _table_of(test: str) -> list[tuple]:
+    """The rows of the parametrised test ``module::function``."""
+    import importlib
+
+    module_name, function_name = test.split("::")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return [row for mark in function.pytestmark if mark.name == "parametrize" for row in mark.args[1]]
+
+
 # The cases of the issue that tables elsewhere check: (case, "module::test", text in its table row or source).
 _ELSEWHERE = [
     ("set_arch-width-outside-the-layer", "tests.test_supernet::test_bad_space_and_arch_are_named", '"fc1": 65'),
@@ -265,6 +274,15 @@ _ELSEWHERE = [
         "5 consecutive",
     ),
     ("unmeetable-budget", "tests.test_search::test_unmeetable_budget_fails_before_training", "max_params=10"),
+    (
+        "metric-never-logged",
+        "tests.test_search::test_metric_that_is_never_logged_fails_before_training",
+        "never logged",
+    ),
+    *(
+        (f"data-file-{row[0]}", "tests.test_datasets::test_bad_data_gets_one_line_naming_file_and_column", row[0])
+        for row in _table_of("tests.test_datasets::test_bad_data_gets_one_line_naming_file_and_column")
+    ),
     *(
         (f"compress-{row[0]}", "tests.test_compress::test_compress_bad_input_is_one_line_before_any_work", row[0])
         for row in __import__("tests.test_compress", fromlist=["_BAD_INPUT"])._BAD_INPUT
