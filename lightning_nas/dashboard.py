@@ -9,6 +9,7 @@ __all__ = ["ARTIFACT_DIR", "resolve_storage", "run_dashboard"]
 
 #: Folder, next to a SQLite study file, where exported models are stored as Optuna artifacts.
 ARTIFACT_DIR = "artifacts"
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def resolve_storage(storage: str) -> str:
@@ -16,6 +17,7 @@ def resolve_storage(storage: str) -> str:
 
     Raises:
         FileNotFoundError: if ``storage`` is a path that does not exist.
+        ValueError: if it is a file but not a SQLite database.
     """
     if "://" in storage:
         return storage
@@ -24,6 +26,10 @@ def resolve_storage(storage: str) -> str:
         path = path / "nas.db"
     if not path.exists():
         raise FileNotFoundError(f"no study storage at {path}; pass a storage URL or the path of a nas.db file")
+    with path.open("rb") as file:
+        header = file.read(len(_SQLITE_HEADER))
+    if header != _SQLITE_HEADER:  # SQLite would fail later, deep in the dashboard, with a misleading commit error
+        raise ValueError(f"{path} is not a SQLite study database (a nas.db file written by a search)")
     return f"sqlite:///{path.resolve()}"
 
 

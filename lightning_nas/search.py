@@ -945,12 +945,17 @@ class _SearchWorker:
                     raise
                 self._fail_current(study, err)
             if self._nan_streak >= self.max_nan_trials:
-                raise ValueError(
-                    f"the metric {self.metric_name!r} was not finite in {self._nan_streak} consecutive trials "
-                    f"(last: {self._last_nan}); the search stops: check the evaluation"
-                )
+                self._raise_nan()
         if progress is not None:
             progress.close()
+        if self._nan_streak and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self._raise_nan()  # every trial failed on a non-finite metric: no result, so no silent success
+
+    def _raise_nan(self) -> None:
+        raise ValueError(
+            f"the metric {self.metric_name!r} was not finite in {self._nan_streak} consecutive trials "
+            f"(last: {self._last_nan}); the search stops: check the evaluation"
+        )
 
     def _fail_current(self, study: optuna.Study, err: Exception) -> None:
         """After a storage error (e.g. SQLite busy with other writers): fail and retry the trial."""

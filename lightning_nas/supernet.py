@@ -95,6 +95,8 @@ class Supernet(nn.Module):
         self.example_input = example_input
         self.warmup_steps = 0
         self._run = None if example_input is None else functools.partial(_call_on, example_input)
+        if dimensions is not None and not dimensions:
+            raise ValueError("Supernet: `dimensions` is empty; pass at least one dimension, or None to find them")
         if dimensions is not None:
             adapter = "explicit" if adapter is None else adapter
             adapter_options = {"dimensions": dimensions, **adapter_options}
@@ -209,6 +211,8 @@ class Supernet(nn.Module):
             for name, value in arch.items():
                 if name not in full:
                     raise ValueError(f"unknown dimension {name!r}; dimensions are {list(full)}")
+                if not _is_whole(value):  # int() would truncate 5.9 to 5: a sub-network nobody asked for
+                    raise ValueError(f"value {value!r} for dimension {name!r} is not an integer")
                 low = 0 if isinstance(self.plan.dimensions[name], Depth) else 1
                 if not low <= int(value) <= full[name]:
                     raise ValueError(f"value {value} for dimension {name!r} is outside [{low}, {full[name]}]")
@@ -543,6 +547,16 @@ def _undo(swaps: list[_Swap]) -> nn.Module | None:
         else:
             parent._modules[name] = original
     return root
+
+
+def _is_whole(value: Any) -> bool:
+    """An int-like value (``8``, ``np.int64(8)``, ``8.0``, a one-element integer tensor), not a bool or a string."""
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    try:
+        return bool(int(value) == value)
+    except (TypeError, ValueError, RuntimeError):
+        return False
 
 
 def _densify(module: nn.Module) -> nn.Module:
