@@ -29,7 +29,9 @@ three costs the sum, for both methods.
 
 Usage::
 
-    python benchmarks/compress_equal_compute.py --seeds 0 1 --max-fit 4000   # ~1 h on a quiet 2-core CPU
+    # the recorded run (benchmarks/RESULTS.md): one process per seed, about 80 min with both on 2 cores
+    python benchmarks/compress_equal_compute.py --seeds 0 --budgets 0.5 --max-fit 2000 --trials 12 --max-val 400 \
+        --threads 1 --allow-custom-config
     python benchmarks/compress_equal_compute.py --quick                      # pipeline check, numbers meaningless
 
 Needs ``torch-pruning`` (``pip install 'lightning-nas[bench]'``). Results go to ``--out`` (one JSON
