@@ -137,9 +137,10 @@ class StepProgress(L.Callback):
     For runs without a terminal (logs, CI, ``nohup``), where Lightning's bar does not render.
     """
 
-    def __init__(self, console: Console, interval: float = 30.0) -> None:
+    def __init__(self, console: Console, interval: float = 30.0, loss_key: str = "train_loss") -> None:
         self.console = console
         self.interval = interval
+        self.loss_key = loss_key
         self._last = self._start = 0.0
         self._first_step = 0
 
@@ -156,12 +157,11 @@ class StepProgress(L.Callback):
         self._last = now
         rate = (done - self._first_step) / max(now - self._start, 1e-9)
         left = f", about {(total - done) / rate / 60:.1f} min left" if rate > 0 else ""
-        loss = trainer.callback_metrics.get("train_loss")
-        shown = f", train_loss {float(loss):.4f}" if loss is not None else ""
-        self.console.say(
-            f"  step {done}/{total} (epoch {trainer.current_epoch + 1}/{trainer.max_epochs}){shown}, "
-            f"{rate:.2f} steps/s{left}"
-        )
+        loss = trainer.callback_metrics.get(self.loss_key)
+        shown = f", {self.loss_key} {float(loss):.4f}" if loss is not None else ""
+        epochs = trainer.max_epochs
+        epoch = f" (epoch {trainer.current_epoch + 1}/{epochs})" if epochs and epochs > 0 else ""
+        self.console.say(f"  step {done}/{total}{epoch}{shown}, {rate:.2f} steps/s{left}")
 
 
 class Phases(L.Callback):

@@ -882,6 +882,12 @@ def _run(
         verbose=False,  # the report below says what the search found, with the before/after figures
     )
     on_terminal = jobs.interactive()
+    # Progress of each candidate's distillation: Lightning's bar on a terminal, periodic lines otherwise.
+    progress = (
+        {"enable_progress_bar": True}
+        if on_terminal
+        else {"callbacks": [jobs.StepProgress(console, progress_interval, loss_key="distill_loss")]}
+    )
     callbacks: list[Any] = [
         supernet_callback,
         jobs.Phases(console, f"{n_trials} trials in study 'compress' at {storage}"),
@@ -916,7 +922,7 @@ def _run(
     full = supernet.extract(supernet.max_arch())
     if recover_steps:
         best_model, best_arch = _recover(
-            job, supernet, module, datamodule, search.result, full, recovery, recover_steps, seed, console
+            job, supernet, module, datamodule, search.result, full, recovery, recover_steps, seed, console, progress
         )
         console.phase("export + verification", f"{export_dir} (reloaded and compared with the distilled model)")
         export_path = save_hf(
@@ -967,6 +973,7 @@ def _recover(
     steps: int,
     seed: int,
     console: Console,
+    progress: dict[str, Any],
 ) -> tuple[nn.Module, dict[str, int]]:
     """Distil the search's top candidates from the fine-tuned full model; the best after that, and its arch."""
     from lightning_nas.recovery import recover
@@ -989,6 +996,7 @@ def _recover(
         teacher=teacher,
         scores_before=[t.values[0] for t in top],
         seed=seed,
+        trainer_options=progress,
         lr=job.settings.lr,
         hidden_weight=recovery.hidden_weight,
         on_candidate=lambda i, arch: console.say(f"  candidate {i + 1} of {len(top)}: {arch}"),

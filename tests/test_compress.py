@@ -185,6 +185,8 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
     printed = capsys.readouterr().out
     assert "recovery distillation: the best 2 sub-networks of the search x 3 steps each" in printed
     assert printed.count("chosen val_acc") == 1 and printed.count("kept    val_acc") == 1
+    # Without a terminal each candidate's distillation reports its steps (at least once, at its end).
+    assert len(re.findall(r"step 3/3, distill_loss \d", printed)) == 2, printed
     study = optuna.load_study(study_name="compress", storage=report.study_storage)
     trials = len(study.trials)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
