@@ -126,24 +126,20 @@ def mean_student_params(model: Any, budget: float, stock_config: bool) -> float:
 
 def fine_tune_steps(module: TextClassifier, datamodule: TextDataModule, steps: int) -> float:
     with quiet_lightning():
-        return _fit_steps(module, datamodule, steps)
-
-
-def _fit_steps(module: TextClassifier, datamodule: TextDataModule, steps: int) -> float:
-    trainer = L.Trainer(
-        max_steps=steps,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="auto",  # the CPU here, one GPU where there is one (also used by smollm2_compress.py)
-        devices=1,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule)
+        trainer = L.Trainer(
+            max_steps=steps,
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            accelerator="auto",  # the CPU here, one GPU where there is one (also used by smollm2_compress.py)
+            devices=1,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule)
     return time.perf_counter() - start
 
 

@@ -121,19 +121,41 @@ class Distiller(L.LightningModule):
         label_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("lr", lr), ("temperature", temperature)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name, value in (("weight_decay", weight_decay), ("hidden_weight", hidden_weight)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if label_weight < 0:
-            raise ValueError(f"label_weight must be >= 0, got {label_weight}")
-        if not 0 <= warmup < 1:
-            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup}")
+        self.check_options(
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup=warmup,
+            temperature=temperature,
+            hidden_weight=hidden_weight,
+            label_weight=label_weight,
+        )
         self.save_hyperparameters(ignore=["student", "teacher"])
         self.student = student
         self.teacher = teacher.eval().requires_grad_(False)
+
+    @staticmethod
+    def check_options(
+        *,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup: float = 0.1,
+        temperature: float = 1.0,
+        hidden_weight: float = 1.0,
+        label_weight: float = 0.0,
+    ) -> None:
+        """Raise a one-line ``ValueError`` naming the first bad option (and ``TypeError`` for an unknown one)."""
+        for name, value in (("lr", lr), ("temperature", temperature)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name, value in (
+            ("weight_decay", weight_decay),
+            ("hidden_weight", hidden_weight),
+            ("label_weight", label_weight),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0 <= warmup < 1:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup}")
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -285,7 +307,7 @@ def recover(
         raise ValueError(f"{len(scores_before)} scores for {len(candidates)} candidates")
     if getattr(pl_module, module, None) is not supernet.model:
         raise ValueError(f"pl_module.{module} is not the supernet's model; pass module= naming the attribute that is")
-    Distiller(nn.Identity(), nn.Identity(), **distiller_options)  # bad options fail before any work
+    Distiller.check_options(**distiller_options)
     if teacher is None:
         teacher = supernet.extract(supernet.max_arch())
     options = {**QUIET_TRAINER, "devices": 1, **(trainer_options or {}), "max_steps": steps, "max_epochs": -1}

@@ -79,10 +79,6 @@ class LoggedMetricEvaluator:
         self.precision = precision
 
     def __call__(self, arch: Arch) -> float:
-        with quiet_lightning():
-            return self._evaluate(arch)
-
-    def _evaluate(self, arch: Arch) -> float:
         with self.supernet.use(arch), self.supernet.batchnorm_snapshot():
             if self.calibration is not None:
                 self.supernet.recalibrate_batchnorm(self.calibration, self.forward, self.calibration_batches)
@@ -96,15 +92,13 @@ def validated_metric(
 ) -> float:
     """``metric`` as ``pl_module.validation_step`` logs it on ``dataloaders``, in a quiet one-device Trainer.
 
-    Lightning's banners and tips stay off (one Trainer per evaluated model).
-
-    The module's own trainer (if it is being fitted) is restored afterwards.
+    Lightning's banners and tips stay off (one Trainer per evaluated model); the module's own
+    trainer (if it is being fitted) is restored afterwards.
     """
-    with quiet_lightning():
-        trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, **QUIET_TRAINER)
     previous_trainer = pl_module._trainer
     try:
-        with single_process_metrics(pl_module), quiet_lightning():
+        with quiet_lightning(), single_process_metrics(pl_module):
+            trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, **QUIET_TRAINER)
             results = trainer.validate(pl_module, dataloaders=dataloaders, verbose=False)
     finally:
         pl_module.trainer = previous_trainer
