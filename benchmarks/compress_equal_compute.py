@@ -22,10 +22,11 @@ tokens, are left out), a training step forward + backward three times that, a fr
 forward once. Ours per budget = ``S x 3 x (P_full + E[P_student])`` for the ``S`` supernet steps
 (one full model and one student drawn uniformly among the sub-networks within the budget, its
 mean ``E[P_student]`` computed over that set) ``+ K x R x (P_full + 3 x P_candidate)`` for the
-recovery. The baseline then gets ``ours / (3 x P_pruned)`` fine-tuning steps at the same batch
-size. The search's evaluation passes (inference) are reported apart. Each budget has its own
-supernet (students within that budget), so no cost is shared between budgets: producing all
-three costs the sum, for both methods.
+ranking distillations ``+ F x (P_full + 3 x P_chosen)`` for the chosen candidate's final one.
+The baseline then gets ``ours / (3 x P_pruned)`` fine-tuning steps at the same batch size. The
+search's evaluation passes (inference) are reported apart. Each budget has its own supernet
+(students within that budget), so no cost is shared between budgets: producing all three costs
+the sum, for both methods.
 
 Usage::
 
@@ -182,7 +183,13 @@ def run_ours(out: Path, splits: dict, budget: float, args: argparse.Namespace, s
         "limit_train_batches": args.limit_train_batches,
     }
     start = time.perf_counter()
-    report = compress(minilm_model_dir(), run_dir, recover_steps=args.recover_steps, **common)
+    report = compress(
+        minilm_model_dir(),
+        run_dir,
+        recover_steps=args.recover_steps,
+        recover_final_steps=args.recover_final_steps,
+        **common,
+    )
     seconds = time.perf_counter() - start
     original, compressed = report.rows
     arch = json.loads((report.export_path / "arch.json").read_text())["arch"]
@@ -205,8 +212,10 @@ def run_ours(out: Path, splits: dict, budget: float, args: argparse.Namespace, s
         "supernet_full_test_acc": original["test_acc"],
         "arch": arch,
         "supernet_steps": args.epochs * steps_per_epoch,
-        "recover_steps": args.recover_steps if args.recover_steps is not None else max(1, steps_per_epoch // 2),
+        "recover_steps": args.recover_steps if args.recover_steps is not None else max(1, steps_per_epoch // 4),
         "candidate_params": [t.user_attrs["encoder_params"] for t in top],
+        "final_steps": args.recover_final_steps if args.recover_final_steps is not None else steps_per_epoch,
+        "final_params": compressed["encoder_params"],
         "search_trials": args.trials,
         "run_dir": str(run_dir),
     }
@@ -219,7 +228,8 @@ def training_compute(record: dict, full: float, mean_student: float) -> float:
     """Ours at one budget, in parameter-passes (see the module docstring)."""
     supernet = record["supernet_steps"] * 3 * (full + mean_student)
     recovery = sum(record["recover_steps"] * (full + 3 * p) for p in record["candidate_params"])
-    return supernet + recovery
+    final = record.get("final_steps", 0) * (full + 3 * record["final_params"]) if record.get("final_steps") else 0.0
+    return supernet + recovery + final
 
 
 def run_prune(out: Path, splits: dict, tokenizer: Any, budget: float, compute: float, args, seed: int) -> dict:
@@ -298,7 +308,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--recover-top-k", type=int, default=3)
-    parser.add_argument("--recover-steps", type=int, default=None, help="default: half an epoch")
+    parser.add_argument("--recover-steps", type=int, default=None, help="default: a quarter of an epoch")
+    parser.add_argument("--recover-final-steps", type=int, default=None, help="default: one epoch")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
     space = parser.add_mutually_exclusive_group()
     space.add_argument("--stock-config", dest="stock_config", action="store_true", default=True)
@@ -311,7 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.max_fit, args.max_val, args.trials, args.seeds = 256, 64, 3, args.seeds[:1]
-        args.recover_top_k, args.recover_steps = 2, 2
+        args.recover_top_k, args.recover_steps, args.recover_final_steps = 2, 2, 2
         args.out = args.out.with_name(args.out.name + "_quick")
     return args
 

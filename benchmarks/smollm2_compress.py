@@ -39,9 +39,10 @@ outside ``nn.Embedding`` **plus the output projection** (tied to the input embed
 so not in the "params outside nn.Embedding", but 28.3M multiply-adds per token: 21% of the full
 model); the attention-score matmuls (~2% at 64 tokens) are left out; a training step forward +
 backward is three forwards, a frozen teacher's forward one. Ours per budget =
-``S x 3 x (F_full + E[F_student]) + K x R x (F_full + 3 x F_candidate)`` for the ``S`` supernet
-steps (full model + one student drawn uniformly among the sub-networks within the budget) and the
-recovery of ``K`` candidates for ``R`` steps each. The baseline gets ``ours / (3 x F_pruned)``
+``S x 3 x (F_full + E[F_student]) + K x R x (F_full + 3 x F_candidate) + F x (F_full + 3 x F_chosen)``
+for the ``S`` supernet steps (full model + one student drawn uniformly among the sub-networks
+within the budget), the ranking distillation of ``K`` candidates for ``R`` steps each and the
+chosen one's final distillation for ``F`` steps. The baseline gets ``ours / (3 x F_pruned)``
 fine-tuning steps, the reference ``max over budgets of ours / (3 x F_full)``, at the same batch
 size and learning rate. The importance pass (``--importance-batches`` forward + backward of the
 full model) is the same on both sides and left out; the search's evaluation passes (inference) are
@@ -345,7 +346,9 @@ def run_ours(out: Path, model_dir: Path, files: dict, tokenizer: Any, budget: fl
         }
         data = datamodule_for(tokenizer, files, args, seed)
         start = time.perf_counter()
-        report = compress(model_dir, run_dir, recover_steps=args.recover_steps, **common)
+        report = compress(
+            model_dir, run_dir, recover_steps=args.recover_steps, recover_final_steps=args.recover_final_steps, **common
+        )
         seconds = time.perf_counter() - start
         recovered = reported(report, data, tokenizer, args)
         study = optuna.load_study(study_name="compress", storage=report.study_storage)
@@ -361,6 +364,8 @@ def run_ours(out: Path, model_dir: Path, files: dict, tokenizer: Any, budget: fl
             "supernet_full_test_ppl": report.rows[0]["test_perplexity"],
             "supernet_steps": min(args.steps, len(data.train_dataloader())),
             "recover_steps": args.recover_steps,
+            "final_steps": args.recover_final_steps,
+            "final_params": recovered["encoder_params"] + head,
             "candidate_params": [t.user_attrs["encoder_params"] + head for t in top],
             "search_trials": args.trials,
             "run_dir": str(run_dir),
@@ -427,7 +432,8 @@ def table(records: dict, budgets: list[float], seeds: list[int], full: float, fu
             (
                 f"ours: compress, {budget:.2f}",
                 ours,
-                f"{ours[0]['supernet_steps']} + {len(ours[0]['candidate_params'])} x {ours[0]['recover_steps']}",
+                f"{ours[0]['supernet_steps']} + {len(ours[0]['candidate_params'])} x {ours[0]['recover_steps']}"
+                f" + {ours[0].get('final_steps', 0)}",
                 [training_compute(r, full_forward, r["mean_student"]) for r in ours],
                 _arch(ours),
             ),
@@ -435,7 +441,10 @@ def table(records: dict, budgets: list[float], seeds: list[int], full: float, fu
                 f"ours without recovery, {budget:.2f}",
                 plain,
                 f"{ours[0]['supernet_steps']} (same run)",
-                [training_compute({**r, "candidate_params": []}, full_forward, r["mean_student"]) for r in ours],
+                [
+                    training_compute({**r, "candidate_params": [], "final_steps": 0}, full_forward, r["mean_student"])
+                    for r in ours
+                ],
                 _arch(plain),
             ),
             (f"Taylor prune + FT, {budget:.2f}", prune, _steps(prune), [r["compute"] for r in prune], _arch(prune)),
@@ -496,6 +505,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--importance-batches", type=int, default=8)
     parser.add_argument("--recover-top-k", type=int, default=2)
     parser.add_argument("--recover-steps", type=int, default=15)
+    parser.add_argument("--recover-final-steps", type=int, default=30, help="the chosen candidate's final distillation")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
     parser.add_argument("--prompt", default="This movie is")
     parser.add_argument("--sample-tokens", type=int, default=24)
@@ -506,10 +516,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.max_train_texts, args.max_val_texts, args.max_test_texts = 600, 60, 60
         args.block_size, args.steps, args.trials, args.seeds = 32, 4, 3, args.seeds[:1]
         args.recover_top_k, args.recover_steps, args.importance_batches, args.sample_tokens = 2, 2, 2, 8
+        args.recover_final_steps = 2
         args.out = args.out.with_name(args.out.name + "_quick")
     for name in ("steps", "trials", "recover_steps", "importance_batches", "block_size", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.recover_final_steps < 0:
+        parser.error(f"--recover-final-steps must be >= 0, got {args.recover_final_steps}")
     if not all(0 < b < 1 for b in args.budgets):
         parser.error(f"--budgets are fractions in (0, 1), got {args.budgets}")
     return args

@@ -119,6 +119,7 @@ def _compress(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         recover_top_k=args.recover_top_k,
         recover_steps=args.recover_steps,
+        recover_final_steps=args.recover_final_steps,
         recover_hidden_weight=args.recover_hidden_weight,
     )
     from lightning_nas._jobs import dashboard_hint
@@ -346,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--recover-steps",
         type=_non_negative_int,
         default=None,
-        help="distillation steps per candidate (default: half an epoch; 0: export the search's best as it is)",
+        help="distillation steps per candidate (default: a quarter of an epoch; 0: export the search's best as it is)",
+    )
+    recovery.add_argument(
+        "--recover-final-steps",
+        type=_non_negative_int,
+        default=None,
+        help="further distillation steps of the chosen candidate (default: one epoch)",
     )
     recovery.add_argument(
         "--recover-hidden-weight",

@@ -571,6 +571,7 @@ def compress(
     block_size: int | None = None,
     recover_top_k: int = 3,
     recover_steps: int | None = None,
+    recover_final_steps: int | None = None,
     recover_hidden_weight: float = 1.0,
 ) -> CompressionReport:
     """Fine-tune ``model_dir`` as a supernet on a task, search it, recover the best few, export the best.
@@ -635,10 +636,13 @@ def compress(
             the model's ``max_position_embeddings``).
         recover_top_k: After the search, the best ``recover_top_k`` sub-networks within the budget
             are each distilled from the fine-tuned full model (:func:`~lightning_nas.recovery.recover`,
-            Minitron's step), and the best after that is exported.
-        recover_steps: Distillation steps per candidate (default: half an epoch; 0: no recovery,
-            export the search's best with the supernet's weights). Changing it (or the two
-            recovery options) on a rerun reuses the fine-tuned supernet and the study.
+            Minitron's step); the best after that is distilled further and exported.
+        recover_steps: Distillation steps per candidate to rank them (default: a quarter of an
+            epoch; 0: no recovery, export the search's best with the supernet's weights).
+            Changing it (or the other recovery options) on a rerun reuses the fine-tuned
+            supernet and the study.
+        recover_final_steps: Further distillation steps of the chosen candidate (default: one
+            epoch; 0: export it as the ranking left it).
         recover_hidden_weight: Weight of the layer-wise hidden-state loss next to the logits'
             (0: logits only).
 
@@ -672,8 +676,9 @@ def compress(
     if importance_batches < 0:
         raise ValueError(f"importance_batches must be >= 0, got {importance_batches}")
     jobs.check_positive(recover_top_k=recover_top_k)
-    if recover_steps is not None and recover_steps < 0:
-        raise ValueError(f"recover_steps must be >= 0, got {recover_steps}")
+    for name, value in (("recover_steps", recover_steps), ("recover_final_steps", recover_final_steps)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     if recover_hidden_weight < 0:
         raise ValueError(f"recover_hidden_weight must be >= 0, got {recover_hidden_weight}")
     if train is None and (validation is not None or test is not None):
@@ -751,14 +756,15 @@ def compress(
         limit_train_batches=limit_train_batches,
         checkpoint_every=checkpoint_every,
         progress_interval=progress_interval,
-        recovery=_Recovery(recover_top_k, recover_steps, recover_hidden_weight),
+        recovery=_Recovery(recover_top_k, recover_steps, recover_final_steps, recover_hidden_weight),
     )
 
 
 @dataclass(frozen=True)
 class _Recovery:
     top_k: int
-    steps: int | None  # None: half an epoch
+    steps: int | None  # None: a quarter of an epoch per candidate
+    final_steps: int | None  # None: one epoch for the chosen one
     hidden_weight: float
 
 
@@ -859,7 +865,8 @@ def _run(
             if isinstance(limit_train_batches, int)
             else int(steps_per_epoch * limit_train_batches)
         )
-    recover_steps = max(1, steps_per_epoch // 2) if recovery.steps is None else recovery.steps
+    recover_steps = max(1, steps_per_epoch // 4) if recovery.steps is None else recovery.steps
+    final_steps = steps_per_epoch if recovery.final_steps is None else recovery.final_steps
     export_dir = out / "best_model"
 
     def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
@@ -922,7 +929,17 @@ def _run(
     full = supernet.extract(supernet.max_arch())
     if recover_steps:
         best_model, best_arch = _recover(
-            job, supernet, module, datamodule, search.result, full, recovery, recover_steps, seed, console, progress
+            job,
+            supernet,
+            module,
+            datamodule,
+            search.result,
+            full,
+            recovery,
+            (recover_steps, final_steps),
+            seed,
+            console,
+            progress,
         )
         console.phase("export + verification", f"{export_dir} (reloaded and compared with the distilled model)")
         export_path = save_hf(
@@ -970,19 +987,21 @@ def _recover(
     result: Any,
     teacher: nn.Module,
     recovery: _Recovery,
-    steps: int,
+    steps: tuple[int, int],
     seed: int,
     console: Console,
     progress: dict[str, Any],
 ) -> tuple[nn.Module, dict[str, int]]:
-    """Distil the search's top candidates from the fine-tuned full model; the best after that, and its arch."""
+    """Distil the search's top candidates from the fine-tuned full model, then the best for longer; it and its arch."""
     from lightning_nas.recovery import recover
 
     top = result.top(recovery.top_k)
     what = "logits + hidden states" if recovery.hidden_weight else "logits"
     console.phase(
         "recovery distillation",
-        f"the best {len(top)} sub-networks of the search x {steps} steps each, from the fine-tuned full model ({what})",
+        f"the best {len(top)} sub-networks of the search x {steps[0]} steps each, "
+        f"from the fine-tuned full model ({what})"
+        + (f", then the best of them {steps[1]} steps more" if steps[1] else ""),
     )
     found = recover(
         supernet,
@@ -992,7 +1011,8 @@ def _recover(
         datamodule.val_dataloader(),
         metric=job.metric,
         direction=job.direction,
-        steps=steps,
+        steps=steps[0],
+        final_steps=steps[1],
         teacher=teacher,
         scores_before=[t.values[0] for t in top],
         seed=seed,
@@ -1000,10 +1020,12 @@ def _recover(
         lr=job.settings.lr,
         hidden_weight=recovery.hidden_weight,
         on_candidate=lambda i, arch: console.say(f"  candidate {i + 1} of {len(top)}: {arch}"),
+        on_final=lambda best: console.say(f"  final distillation of the best, {best.arch}: {steps[1]} steps"),
     )
     for rank, candidate in enumerate(found):
+        ranked = "" if candidate.score_ranked is None else f"{candidate.score_ranked:.4f} ({steps[0]} steps) -> "
         console.say(
             f"  {'chosen' if rank == 0 else 'kept   '} {job.metric} {candidate.score_before:.4f} (supernet weights) -> "
-            f"{candidate.score:.4f} (distilled): {candidate.arch}"
+            f"{ranked}{candidate.score:.4f} (distilled {candidate.steps} steps): {candidate.arch}"
         )
     return found[0].model.eval(), found[0].arch

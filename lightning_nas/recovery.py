@@ -15,7 +15,8 @@ extracted as a dense model and trained by a :class:`Distiller` to match the fine
 - optionally the task's labels.
 
 :func:`recover` runs this for every candidate and returns them best first by the validation
-metric the user's LightningModule logs.
+metric the user's LightningModule logs; with ``final_steps``, the winner is then distilled for
+longer (Minitron's last stage: the short runs only choose, the long one trains the export).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -221,12 +222,17 @@ class Recovered:
         model: The distilled dense model.
         score: Its validation metric after distillation.
         score_before: Its validation metric with inherited weights (the search's), if known.
+        steps: Distillation steps it got in all.
+        score_ranked: For the winner of a ranking followed by a final distillation, its score
+            after the ranking's short distillation (``score`` is the final one); else ``None``.
     """
 
     arch: Arch
     model: nn.Module
     score: float
     score_before: float | None = None
+    steps: int = 0
+    score_ranked: float | None = None
 
 
 @contextmanager
@@ -248,6 +254,7 @@ def recover(
     *,
     metric: str,
     steps: int,
+    final_steps: int = 0,
     direction: str = "maximize",
     module: str = "model",
     teacher: nn.Module | None = None,
@@ -255,6 +262,7 @@ def recover(
     seed: int = 0,
     trainer_options: Mapping[str, Any] | None = None,
     on_candidate: Callable[[int, Arch], None] | None = None,
+    on_final: Callable[[Recovered], None] | None = None,
     **distiller_options: Any,
 ) -> list[Recovered]:
     """Distil each candidate from the full model for ``steps`` steps; return them best first.
@@ -274,6 +282,7 @@ def recover(
         val_dataloaders: Validation data for ``pl_module.validation_step``.
         metric: The logged validation metric.
         steps: Optimizer steps per candidate.
+        final_steps: Further optimizer steps for the best candidate after the ranking (0: none).
         direction: ``"maximize"`` or ``"minimize"`` the metric.
         module: Attribute of ``pl_module`` holding the model.
         teacher: The model to distil from (default: the supernet's largest sub-network, extracted).
@@ -281,6 +290,7 @@ def recover(
         seed: Seed of each candidate's training.
         trainer_options: Further ``Trainer`` arguments (callbacks, accelerator, precision, ...).
         on_candidate: Called with ``(index, arch)`` before each candidate trains (progress).
+        on_final: Called with the ranking's winner before its final distillation (progress).
 
     Returns:
         One :class:`Recovered` per candidate, best score first.
@@ -301,6 +311,8 @@ def recover(
     direction = check_direction(direction)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if final_steps < 0:
+        raise ValueError(f"final_steps must be >= 0, got {final_steps}")
     if not candidates:
         raise ValueError("no candidates to recover")
     if scores_before is not None and len(scores_before) != len(candidates):
@@ -310,24 +322,35 @@ def recover(
     Distiller.check_options(**distiller_options)
     if teacher is None:
         teacher = supernet.extract(supernet.max_arch())
-    options = {**QUIET_TRAINER, "devices": 1, **(trainer_options or {}), "max_steps": steps, "max_epochs": -1}
+    options = {**QUIET_TRAINER, "devices": 1, **(trainer_options or {}), "max_epochs": -1}
+    accelerator = options.get("accelerator", "auto")
+
+    def distil(student: nn.Module, steps: int, seed: int) -> float:
+        L.seed_everything(seed, verbose=False)
+        distiller = Distiller(student.train(), teacher, **distiller_options)
+        with quiet_lightning(), warnings.catch_warnings():
+            # The teacher stays in eval mode on purpose (Distiller.train keeps it there).
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+            trainer = L.Trainer(**{**options, "max_steps": steps})
+            trainer.fit(distiller, train_dataloaders=train_dataloaders())
+        student.eval()
+        with _model_in(pl_module, module, student):
+            return validated_metric(pl_module, val_dataloaders, metric, accelerator=accelerator)
+
     found = []
     for index, arch in enumerate(candidates):
         if on_candidate is not None:
             on_candidate(index, arch)
-        L.seed_everything(seed, verbose=False)
-        student = supernet.extract(arch).train()
-        distiller = Distiller(student, teacher, **distiller_options)
-        with quiet_lightning(), warnings.catch_warnings():
-            # The teacher stays in eval mode on purpose (Distiller.train keeps it there).
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
-            trainer = L.Trainer(**options)
-            trainer.fit(distiller, train_dataloaders=train_dataloaders())
-        student.eval()
-        with _model_in(pl_module, module, student):
-            score = validated_metric(pl_module, val_dataloaders, metric, accelerator=options.get("accelerator", "auto"))
+        student = supernet.extract(arch)
+        score = distil(student, steps, seed)
         before = None if scores_before is None else float(scores_before[index])
-        found.append(Recovered(dict(arch), student, score, before))
+        found.append(Recovered(dict(arch), student, score, before, steps))
     sign = -1 if direction == "maximize" else 1
     found.sort(key=lambda r: sign * r.score if not math.isnan(r.score) else math.inf)
+    if final_steps:
+        best = found[0]
+        if on_final is not None:
+            on_final(best)
+        score = distil(best.model, final_steps, seed)
+        found[0] = replace(best, score=score, steps=steps + final_steps, score_ranked=best.score)
     return found

@@ -181,19 +181,34 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
     kwargs = dict(train=train, text_column="review", label_column="sentiment", n_trials=4, max_length=16)
     kwargs.update(batch_size=16, importance_batches=1, max_encoder_params=0.7, recover_top_k=2)
     out = tmp_path / "out"
-    report = compress(tiny_bert_dir, out, recover_steps=3, **kwargs)
+    report = compress(tiny_bert_dir, out, recover_steps=3, recover_final_steps=4, **kwargs)
     printed = capsys.readouterr().out
-    assert "recovery distillation: the best 2 sub-networks of the search x 3 steps each" in printed
-    assert printed.count("chosen val_acc") == 1 and printed.count("kept    val_acc") == 1
-    # Without a terminal each candidate's distillation reports its steps (at least once, at its end).
+    assert (
+        "recovery distillation: the best 2 sub-networks of the search x 3 steps each, from the fine-tuned full model "
+        "(logits + hidden states), then the best of them 4 steps more" in printed
+    )
+    # The chosen one got 3 + 4 steps (its score after the ranking's 3 is shown too), the other 3.
+    assert (
+        len(
+            re.findall(
+                r"chosen val_acc [\d.]+ \(supernet weights\) -> [\d.]+ \(3 steps\) -> [\d.]+ \(distilled 7 steps\)",
+                printed,
+            )
+        )
+        == 1
+    )
+    assert len(re.findall(r"kept    val_acc [\d.]+ \(supernet weights\) -> [\d.]+ \(distilled 3 steps\)", printed)) == 1
+    # Without a terminal each distillation reports its steps (at least once, at its end).
     assert len(re.findall(r"step 3/3, distill_loss \d", printed)) == 2, printed
+    assert len(re.findall(r"step 4/4, distill_loss \d", printed)) == 1, printed
+    final = re.search(r"final distillation of the best, (\{.*\}): 4 steps", printed)
     study = optuna.load_study(study_name="compress", storage=report.study_storage)
     trials = len(study.trials)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # Best first as the search ranks them: the metric, then the costs (params, latency).
     top = [dict(t.user_attrs["arch"]) for t in sorted(completed, key=lambda t: (-t.values[0], *t.values[1:]))]
     exported = json.loads((report.export_path / "arch.json").read_text())["arch"]
-    assert exported in top[:2]
+    assert exported in top[:2] and final and str(exported) == final.group(1)
     # The export is the distilled model: it reloads with plain transformers and computes as it did in memory.
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(report.export_path)
     assert sum(p.numel() for p in reloaded.parameters()) == report.rows[1]["params"]
@@ -289,6 +304,11 @@ _BAD_INPUT = [
     ("out-under-a-file", ["--out", "{file}/out"], r"output directory .* is under .*a-file, which is a file"),
     ("unknown-task", ["--task", "translation"], r"argument --task: invalid choice: 'translation'"),
     ("recover-steps-negative", ["--recover-steps", "-1"], r"argument --recover-steps: must be >= 0, got -1"),
+    (
+        "recover-final-steps-negative",
+        ["--recover-final-steps", "-2"],
+        r"argument --recover-final-steps: must be >= 0, got -2",
+    ),
     (
         "budget-out-of-reach",
         ["--max-params", "0.2"],

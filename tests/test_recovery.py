@@ -166,6 +166,48 @@ def test_recover_distils_each_candidate_ranks_them_and_leaves_the_supernet_alone
     assert all(torch.equal(state[k], v) for k, v in supernet.model.state_dict().items())
 
 
+def test_recover_distils_the_winner_further_and_keeps_it_first() -> None:
+    module, supernet = _module_and_supernet()
+    candidates = [supernet.space.min_arch(), supernet.space.max_arch()]
+    loader = _loader()
+    ranked = recover(supernet, candidates, module, lambda: loader, loader, metric="val_acc", steps=2)
+    finals = []
+    found = recover(
+        supernet,
+        candidates,
+        module,
+        lambda: loader,
+        loader,
+        metric="val_acc",
+        steps=2,
+        final_steps=5,
+        on_final=finals.append,
+    )
+    # The same ranking (same seed, same batches), then only the winner trained 5 steps more.
+    assert [r.arch for r in found] == [r.arch for r in ranked]
+    assert [f.arch for f in finals] == [found[0].arch]
+    assert found[0].steps == 7 and found[0].score_ranked == ranked[0].score
+    assert found[1].steps == 2 and found[1].score_ranked is None and found[1].score == ranked[1].score
+    assert all(
+        torch.equal(a, b) for a, b in zip(found[1].model.state_dict().values(), ranked[1].model.state_dict().values())
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(found[0].model.state_dict().values(), ranked[0].model.state_dict().values())
+    )
+    with torch.no_grad():  # the winner's score is its own accuracy after the final distillation
+        correct = sum(
+            int(
+                (
+                    found[0].model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1)
+                    == b["labels"]
+                ).sum()
+            )
+            for b in loader
+        )
+    assert found[0].score == pytest.approx(correct / 32)
+
+
 def test_recover_refuses_bad_arguments_before_any_work() -> None:
     module, supernet = _module_and_supernet()
     loader = _loader()
@@ -178,6 +220,8 @@ def test_recover_refuses_bad_arguments_before_any_work() -> None:
 
     with pytest.raises(ValueError, match="steps must be >= 1"):
         recover(supernet, [arch], module, train, loader, metric="val_acc", steps=0)
+    with pytest.raises(ValueError, match="final_steps must be >= 0"):
+        recover(supernet, [arch], module, train, loader, metric="val_acc", steps=1, final_steps=-1)
     with pytest.raises(ValueError, match="no candidates"):
         recover(supernet, [], module, train, loader, metric="val_acc", steps=1)
     with pytest.raises(ValueError, match="pl_module.net is not the supernet's model"):

@@ -113,6 +113,7 @@ def test_quick_runs_end_to_end_at_equal_compute_and_a_rerun_reuses_the_records(b
             assert 1 < record["val_ppl"] < 10 * len(tokenizer) and 1 < record["test_ppl"] < 10 * len(tokenizer)
             assert record["tokens_per_s"] > 0 and isinstance(record["sample"], str)
         assert ours["supernet_steps"] == 4 and ours["recover_steps"] == 2 and 1 <= len(ours["candidate_params"]) <= 2
+        assert ours["final_steps"] == 2 and ours["final_params"] in ours["candidate_params"]
         exported = transformers.AutoModelForCausalLM.from_pretrained(Path(ours["run_dir"]) / "best_model")
         assert bench.dense_encoder_params(exported) == ours["no_recovery"]["encoder_params"]  # the rerun's export
     reference = records["reference_s0"]
