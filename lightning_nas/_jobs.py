@@ -165,14 +165,19 @@ class StepProgress(L.Callback):
 
 
 class Phases(L.Callback):
-    """Says when training resumed, and announces what follows fit (list it before ``OneShotSearch``)."""
+    """Says when training resumed, and announces what follows fit (list it before ``OneShotSearch``).
 
-    def __init__(self, console: Console, search: str) -> None:
+    With several searches, one ``Phases`` before each announces it; ``say_resumed=False`` on all
+    but the first says the resume once.
+    """
+
+    def __init__(self, console: Console, search: str, *, say_resumed: bool = True) -> None:
         self.console = console
         self.search = search
+        self.say_resumed = say_resumed
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step:
+        if self.say_resumed and trainer.global_step:
             self.console.say(f"  resumed at step {trainer.global_step} of {trainer.estimated_stepping_batches}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -30,7 +30,8 @@ fine-tuning from the last checkpoint and the study.
 
 Examples:
   lightning-nas compress minilm --train reviews.csv --text-column review --label-column sentiment
-  lightning-nas compress smollm2 --train corpus.txt --block-size 128   # task causal-lm, from the config"""
+  lightning-nas compress smollm2 --train corpus.txt --block-size 128   # task causal-lm, from the config
+  lightning-nas compress minilm --max-params 0.75 0.5 0.33   # one fine-tuning, three searches and exports"""
 
 
 def _number(kind: type, *, above_zero: bool) -> Any:
@@ -78,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from lightning_nas.compress import TASKS, compress, infer_task
+    from lightning_nas.compress import TASKS, _percent, compress, infer_task
 
     model_dir = args.model_dir
     if model_dir == "minilm":
@@ -127,18 +128,33 @@ def _compress(args: argparse.Namespace) -> int:
 
     auto_class = TASKS[args.task or infer_task(model_dir)].auto_class
     print("\n" + report.table())
-    load = load_instructions(report.export_path, auto_class)
-    how = (
-        "its config has a lightning_nas_<family> model type (a stock config cannot describe it), so it loads "
-        "after `import lightning_nas.adapters`"
-        if load.startswith("import lightning_nas")
-        else "its config is the family's stock config, so plain transformers loads it, without lightning_nas"
-    )
-    print(f"\nExported to {report.export_path}; {how}:\n  {load}")
+    loads = {budget: load_instructions(path, auto_class) for budget, path in report.export_paths.items()}
+    if len(loads) == 1:
+        load = next(iter(loads.values()))
+        print(f"\nExported to {report.export_path}; {_how_it_loads(load, 'its')}:\n  {load}")
+    else:
+        hows = set(map(_how_it_loads, loads.values()))
+        why = f"; {hows.pop()}" if len(hows) == 1 else " (the comment ending each line says which config it has)"
+        print(f"\nExported one model per budget{why}:")
+        for budget, load in loads.items():
+            print(f"  {_percent(budget)}%: {load}")
     print(f"Report: {report.report_path}")
     print(f"Fine-tuning checkpoints: {report.checkpoint_dir} (the same command again resumes from them)")
     print(dashboard_hint(report.study_storage))
+    if len(loads) > 1:
+        studies = ", ".join(f"{name} ({_percent(budget)}% budget)" for budget, name in report.study_names.items())
+        print(f"  its studies: {studies}")
     return 0
+
+
+def _how_it_loads(load: str, whose: str = "each one's") -> str:
+    """Why an export's printed load line reads as it does."""
+    if load.startswith("import lightning_nas"):
+        return (
+            f"{whose} config has a lightning_nas_<family> model type (a stock config cannot describe it), so it "
+            "loads after `import lightning_nas.adapters`"
+        )
+    return f"{whose} config is the family's stock config, so plain transformers loads it, without lightning_nas"
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -292,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     job = compress.add_argument_group("fine-tuning and search")
     job.add_argument(
-        "--max-params", type=_fraction, default=0.5, help="budget: fraction of the parameters outside the embeddings"
+        "--max-params",
+        type=_fraction,
+        nargs="+",
+        default=0.5,
+        metavar="FRACTION",
+        help="budget: fraction of the parameters outside the embeddings; several (e.g. 0.75 0.5 0.33) share one "
+        "fine-tuning, each with its own study (compress-50) and export (best_model-50)",
     )
     job.add_argument("--out", default="nas_runs/compress", help="output directory (checkpoints, study, export)")
     job.add_argument("--epochs", type=_positive(int), default=1, help="fine-tuning epochs")

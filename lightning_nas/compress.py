@@ -5,7 +5,8 @@ heads and FFN neurons are first sorted by importance so every sub-network keeps 
 keeping, then each step trains the full model on labels and one random sub-network within the
 budget, distilled from it. An Optuna study then searches sub-networks (the task's metric vs
 parameters vs the measured latency of the extracted model) under the budget on the parameters
-outside the embeddings, and the best one is written with ``save_pretrained``.
+outside the embeddings, and the best one is written with ``save_pretrained``. Several budgets
+share the fine-tuning (students within the largest) and get a study and an export each.
 
 What depends on the task (the Lightning module and data, the searched metric, the test
 evaluation, the report's columns) is a :class:`CompressTask` in :data:`TASKS`; the job itself
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import numbers
 import os
 import sys
 import warnings
@@ -414,7 +416,12 @@ _COST_COLUMNS = (
 
 @dataclass
 class CompressionReport:
-    """Before/after figures of :func:`compress` and where everything went."""
+    """Before/after figures of :func:`compress` and where everything went.
+
+    ``rows`` holds the fine-tuned original, then one row per budget, largest first. With several
+    budgets, ``export_path`` is the smallest budget's export; ``export_paths`` and
+    ``study_names`` give each budget's (keyed by the fraction), all studies in ``study_storage``.
+    """
 
     rows: list[dict[str, Any]]
     export_path: Path
@@ -422,6 +429,8 @@ class CompressionReport:
     columns: tuple[tuple[str, str, str], ...] = field(default=(("test_acc", "test accuracy", "{:.4f}"),))
     report_path: Path | None = None
     checkpoint_dir: Path | None = None
+    export_paths: dict[float, Path] = field(default_factory=dict)
+    study_names: dict[float, str] = field(default_factory=dict)
 
     def table(self) -> str:
         """The rows as a text table, one column per figure, headers saying what is counted."""
@@ -431,6 +440,45 @@ class CompressionReport:
         header = ["model", *(title for _, title, _ in columns)]
         body = [[r["model"], *(fmt.format(r[key]) for key, _, fmt in columns)] for r in self.rows]
         return format_table(header, body)
+
+
+def _percent(fraction: float) -> str:
+    """A budget as its study, export and report row name it: percent, two decimals at most.
+
+    Example:
+        >>> [_percent(f) for f in (0.75, 0.5, 0.33, 0.125, 1 / 3)]
+        ['75', '50', '33', '12.5', '33.33']
+    """
+    return f"{round(fraction * 100, 2):g}"
+
+
+def _check_budgets(max_encoder_params: float | Sequence[float]) -> tuple[float, ...]:
+    """The budgets of a run, largest first; a one-line error naming one out of (0, 1] or given twice.
+
+    Example:
+        >>> _check_budgets([0.33, 0.75, 0.5])
+        (0.75, 0.5, 0.33)
+        >>> _check_budgets([0.5, 0.3333, 0.33331])
+        Traceback (most recent call last):
+        ...
+        ValueError: --max-params (max_encoder_params): 0.3333 and 0.33331 are one budget (33.33%); give each budget once
+    """
+    several = not isinstance(max_encoder_params, numbers.Real | str)
+    budgets = list(max_encoder_params) if several else [max_encoder_params]
+    if not budgets:
+        raise ValueError("--max-params (max_encoder_params) needs at least one budget")
+    for budget in budgets:
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 < budget <= 1:
+            raise ValueError(f"max_encoder_params is a fraction in (0, 1], got {budget!r}")
+    named: dict[str, float] = {}
+    for budget in budgets:
+        label = _percent(budget)
+        if label in named:
+            other = named[label]
+            same = f"{budget:g} is given twice" if other == budget else f"{other:g} and {budget:g} are one budget"
+            raise ValueError(f"--max-params (max_encoder_params): {same} ({label}%); give each budget once")
+        named[label] = budget
+    return tuple(sorted((float(b) for b in budgets), reverse=True))
 
 
 def _check_space(
@@ -549,7 +597,7 @@ def compress(
     text_pair_column: str | None = None,
     label_column: str | None = None,
     label_names: Sequence[str] | None = None,
-    max_encoder_params: float = 0.5,
+    max_encoder_params: float | Sequence[float] = 0.5,
     epochs: int = 1,
     n_trials: int = 30,
     max_length: int = 64,
@@ -586,7 +634,7 @@ def compress(
         model_dir: A pretrained Hugging Face model directory with its tokenizer files (encoders:
             BERT, RoBERTa, DistilBERT, ELECTRA families).
         out_dir: Where the study (``nas.db``), checkpoints, ``report.json`` and the exported
-            model (``best_model/``) go.
+            model (``best_model/``; with several budgets ``best_model-<percent>/`` each) go.
         task: A name in :data:`TASKS` (default: :func:`infer_task` from the model's config).
         train: The training data: a CSV / TSV / JSON / JSONL / Parquet / text file or a
             ``save_to_disk`` directory, a ``datasets.Dataset``, or a ``LightningDataModule``
@@ -599,9 +647,14 @@ def compress(
             see :func:`~lightning_nas.datasets.read_text_classification`).
         label_names: Class names, needed with a ``LightningDataModule``.
         max_encoder_params: Budget on the parameters outside the embeddings, as a fraction of
-            the original's.
+            the original's; or several budgets, all served by one fine-tuning (its random
+            sub-networks drawn within the largest) and one importance sorting, each with its own
+            search of ``n_trials``, recovery and export. A budget is named by its percent,
+            rounded to two decimals (0.5 -> ``50``, 0.125 -> ``12.5``): study ``compress-50``,
+            export ``best_model-50``, report row ``compressed 50%``. One budget keeps the names
+            ``compress``, ``best_model`` and ``compressed``.
         epochs: Fine-tuning epochs (one InstaTune epoch costs about 1.7 plain epochs).
-        n_trials: Optuna trials of the search.
+        n_trials: Optuna trials of the search (of each budget's search).
         max_length: Truncation length in tokens.
         batch_size: Training batch size.
         lr: Peak learning rate.
@@ -609,8 +662,8 @@ def compress(
         max_test: Use at most this many test rows.
         importance_batches: Training batches used to sort heads/neurons by importance (0: off).
         strategy: Supernet training strategy (``"instatune"``, ``"sandwich"``, ``"spos"``). Its
-            random sub-networks are drawn only among those within the budget: the others are
-            never exported, so training them would be wasted.
+            random sub-networks are drawn only among those within the (largest) budget: the
+            others are never exported, so training them would be wasted.
         stock_config: Search only sub-networks the family's stock config describes, so the export
             loads with plain transformers in a process that never imports ``lightning_nas``
             (default). Families whose config derives the head size from the hidden size (BERT,
@@ -648,7 +701,7 @@ def compress(
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original
-        fine-tuned model with the export.
+        fine-tuned model with the export (one row per budget, largest first).
     """
     import lightning_nas._jobs as jobs
 
@@ -660,8 +713,7 @@ def compress(
             console.say(f"task: {task} (from the model's config)")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if not 0 < max_encoder_params <= 1:
-        raise ValueError(f"max_encoder_params is a fraction in (0, 1], got {max_encoder_params}")
+    budgets = _check_budgets(max_encoder_params)
     jobs.check_positive(
         epochs=epochs,
         n_trials=n_trials,
@@ -691,7 +743,7 @@ def compress(
     adapter_options = _check_space(
         model_dir,
         TASKS[task].auto_class,
-        max_encoder_params,
+        budgets[-1],  # the smallest: if any budget is out of reach, it is
         {
             "stock_config": stock_config,
             "per_layer": per_layer,
@@ -725,7 +777,8 @@ def compress(
     data = job.load_data(tokenizer, console)
     fingerprint = {
         **job.fingerprint(),
-        "max_encoder_params": max_encoder_params,
+        # One budget as a number, as before several were possible: such runs still resume.
+        "max_encoder_params": budgets[0] if len(budgets) == 1 else list(budgets),
         "epochs": epochs,
         "importance_batches": importance_batches,
         "strategy": strategy,
@@ -746,7 +799,7 @@ def compress(
         console,
         resume_from=resume_from,
         fingerprint=fingerprint,
-        max_encoder_params=max_encoder_params,
+        budgets=budgets,
         epochs=epochs,
         n_trials=n_trials,
         importance_batches=importance_batches,
@@ -792,6 +845,24 @@ def _without_transformers_bars(run: Any) -> Any:
     return wrapper
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """One budget of a run and what it names: its study, export directory and report row."""
+
+    fraction: float
+    study_name: str
+    export_dir: Path
+    row: str
+    label: str  # how the progress lines name it ("" with one budget)
+
+    @classmethod
+    def of(cls, fraction: float, out: Path, several: bool) -> _Budget:
+        if not several:  # the names of the runs before several budgets were possible: they still resume
+            return cls(fraction, "compress", out / "best_model", "compressed", "")
+        percent = _percent(fraction)
+        return cls(fraction, f"compress-{percent}", out / f"best_model-{percent}", f"compressed {percent}%", percent)
+
+
 @_without_transformers_bars
 def _run(
     job: CompressTask,
@@ -802,7 +873,7 @@ def _run(
     *,
     resume_from: Path | None,
     fingerprint: dict[str, Any],
-    max_encoder_params: float,
+    budgets: tuple[float, ...],
     epochs: int,
     n_trials: int,
     importance_batches: int,
@@ -814,7 +885,7 @@ def _run(
     progress_interval: float,
     recovery: _Recovery,
 ) -> CompressionReport:
-    """The job after the checks: fine-tune as a supernet, search, recover, export, measure, report."""
+    """The job after the checks: fine-tune as a supernet once; per budget search, recover, export; measure, report."""
     import lightning as L
 
     import lightning_nas._jobs as jobs
@@ -843,20 +914,25 @@ def _run(
     def encoder_cost(arch: dict[str, int]) -> float:
         return encoder_params(supernet_callback.supernet, arch)
 
-    budget = max_encoder_params * dense_encoder_params(module.model)
+    runs = [_Budget.of(fraction, out, len(budgets) > 1) for fraction in budgets]
+    limit = {run.fraction: run.fraction * dense_encoder_params(module.model) for run in runs}
     supernet_callback = SupernetCallback(
         strategy=strategy,
         module="model",
         prepare=prepare,
         seed=seed,
-        limits={"encoder_params": budget},
+        # Students within the largest budget: one within a smaller budget is within it too.
+        limits={"encoder_params": limit[runs[0].fraction]},
         costs={"encoder_params": encoder_cost},
         adapter_options=adapter_options,
     )
     supernet = supernet_callback.build(module)
-    console.say(
-        f"  search space: {supernet.space.size:,} sub-networks; budget {budget:,.0f} params outside nn.Embedding"
-    )
+    if len(runs) == 1:
+        budget = f"budget {limit[runs[0].fraction]:,.0f} params outside nn.Embedding"
+    else:
+        shown = ", ".join(f"{run.label}% = {limit[run.fraction]:,.0f}" for run in runs)
+        budget = f"budgets {shown} params outside nn.Embedding; fine-tuning draws its students within the largest"
+    console.say(f"  search space: {supernet.space.size:,} sub-networks; {budget}")
 
     steps_per_epoch = len(datamodule.train_dataloader())
     if limit_train_batches is not None:
@@ -867,27 +943,31 @@ def _run(
         )
     recover_steps = max(1, steps_per_epoch // 4) if recovery.steps is None else recovery.steps
     final_steps = steps_per_epoch if recovery.final_steps is None else recovery.final_steps
-    export_dir = out / "best_model"
 
     def exporter(net: Any, directory: Path, arch: Any, **verification: Any) -> Path:
         console.phase("export + verification", f"{directory} (reloaded and compared with the sub-network)")
         return export_hf(net, directory, arch, tokenizer=tokenizer, **verification)
 
-    search = OneShotSearch(
-        metric=job.metric,
-        direction=job.direction,
-        objectives=("params", "latency"),
-        costs={"encoder_params": encoder_cost},
-        limits={"encoder_params": budget},
-        n_trials=n_trials,
-        storage=storage,
-        study_name="compress",
-        export_dir=False if recover_steps else export_dir,  # with recovery, the distilled model is exported below
-        exporter=exporter,
-        loader=load_hf,
-        seed=seed,
-        verbose=False,  # the report below says what the search found, with the before/after figures
-    )
+    # One search per budget, each its own study and limit; all run when fit ends, in this order.
+    searches = {
+        run.fraction: OneShotSearch(
+            metric=job.metric,
+            direction=job.direction,
+            objectives=("params", "latency"),
+            costs={"encoder_params": encoder_cost},
+            limits={"encoder_params": limit[run.fraction]},
+            n_trials=n_trials,
+            storage=storage,
+            study_name=run.study_name,
+            # with recovery, the distilled model is exported below
+            export_dir=False if recover_steps else run.export_dir,
+            exporter=exporter,
+            loader=load_hf,
+            seed=seed,
+            verbose=False,  # the report below says what the search found, with the before/after figures
+        )
+        for run in runs
+    }
     on_terminal = jobs.interactive()
     # Progress of each candidate's distillation: Lightning's bar on a terminal, periodic lines otherwise.
     progress = (
@@ -895,12 +975,14 @@ def _run(
         if on_terminal
         else {"callbacks": [jobs.StepProgress(console, progress_interval, loss_key="distill_loss")]}
     )
-    callbacks: list[Any] = [
-        supernet_callback,
-        jobs.Phases(console, f"{n_trials} trials in study 'compress' at {storage}"),
-        search,
-        jobs.ResumableCheckpoint(out / _CHECKPOINTS, checkpoint_every),
-    ]
+    callbacks: list[Any] = [supernet_callback]
+    for rank, run in enumerate(runs):
+        what = f"{n_trials} trials in study {run.study_name!r} at {storage}"
+        callbacks += [
+            jobs.Phases(console, f"budget {run.label}%: {what}" if run.label else what, say_resumed=rank == 0),
+            searches[run.fraction],
+        ]
+    callbacks.append(jobs.ResumableCheckpoint(out / _CHECKPOINTS, checkpoint_every))
     if not on_terminal:
         callbacks.append(jobs.StepProgress(console, progress_interval))
     with quiet_lightning():  # no accelerator banner: the phases below say what runs
@@ -923,49 +1005,61 @@ def _run(
         # Resuming writes into the checkpoint folder of the same run, on purpose.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    if search.result is None or search.result.best is None:
-        raise RuntimeError("the search found no sub-network within the budget; raise n_trials or the budget")
+    for run in runs:
+        result = searches[run.fraction].result
+        if result is None or result.best is None:
+            within = f"the budget of {run.label}%" if run.label else "the budget"
+            raise RuntimeError(f"the search found no sub-network within {within}; raise n_trials or the budget")
 
     full = supernet.extract(supernet.max_arch())
-    if recover_steps:
-        best_model, best_arch = _recover(
-            job,
-            supernet,
-            module,
-            datamodule,
-            search.result,
-            full,
-            recovery,
-            (recover_steps, final_steps),
-            seed,
-            console,
-            progress,
-        )
-        console.phase("export + verification", f"{export_dir} (reloaded and compared with the distilled model)")
-        export_path = save_hf(
-            best_model,
-            export_dir,
-            tokenizer=tokenizer,
-            inputs=list(itertools.islice(iter(datamodule.val_dataloader()), 2)),
-            example_input=job.latency_inputs(2),
-            arch=best_arch,
-        )
-        best_model = load_hf(export_path)
-    else:
-        best_model, best_arch, export_path = search.best_model, search.result.best_arch, search.export_path
+    compressed: list[tuple[_Budget, nn.Module, dict[str, int], Path]] = []
+    for run in runs:
+        search = searches[run.fraction]
+        if recover_steps:
+            best_model, best_arch = _recover(
+                job,
+                supernet,
+                module,
+                datamodule,
+                search.result,
+                full,
+                recovery,
+                (recover_steps, final_steps),
+                seed,
+                console,
+                progress,
+                source=f"study {run.study_name!r}" if run.label else "the search",
+            )
+            console.phase("export + verification", f"{run.export_dir} (reloaded and compared with the distilled model)")
+            export_path = save_hf(
+                best_model,
+                run.export_dir,
+                tokenizer=tokenizer,
+                inputs=list(itertools.islice(iter(datamodule.val_dataloader()), 2)),
+                example_input=job.latency_inputs(2),
+                arch=best_arch,
+            )
+            best_model = load_hf(export_path)
+        else:
+            best_model, best_arch, export_path = search.best_model, search.result.best_arch, search.export_path
+        compressed.append((run, best_model, best_arch, export_path))
 
-    console.phase("test evaluation and latency measurement", "original and compressed, batch 32 and 1")
+    console.phase(
+        "test evaluation and latency measurement",
+        ("original and compressed" if len(runs) == 1 else f"original and {len(runs)} compressed") + ", batch 32 and 1",
+    )
     examples = {batch: job.latency_inputs(batch) for batch in (32, 1)}
     rows = []
-    sources = (
-        ("fine-tuned original", full, supernet.max_arch(), job.settings.model_dir),
-        ("compressed", best_model, best_arch, export_path),
-    )
-    for name, model, arch, path in sources:
+    sources = [
+        ("fine-tuned original", full, supernet.max_arch(), job.settings.model_dir, {}),
+        *((run.row, model, arch, path, {"max_encoder_params": run.fraction}) for run, model, arch, path in compressed),
+    ]
+    for name, model, arch, path, which in sources:
         model = model.eval()
         rows.append(
             {
                 "model": name,
+                **which,
                 "params": count_params(model),
                 "encoder_params": encoder_params(supernet, arch),
                 **job.evaluate(model, datamodule),
@@ -976,7 +1070,16 @@ def _run(
         )
     report_path = out / "report.json"
     report_path.write_text(json.dumps(rows, indent=2))
-    return CompressionReport(rows, export_path, storage, job.columns, report_path, out / _CHECKPOINTS)
+    return CompressionReport(
+        rows,
+        compressed[-1][3],  # the smallest budget's
+        storage,
+        job.columns,
+        report_path,
+        out / _CHECKPOINTS,
+        export_paths={run.fraction: path for run, _, _, path in compressed},
+        study_names={run.fraction: run.study_name for run in runs},
+    )
 
 
 def _recover(
@@ -991,15 +1094,19 @@ def _recover(
     seed: int,
     console: Console,
     progress: dict[str, Any],
+    source: str = "the search",
 ) -> tuple[nn.Module, dict[str, int]]:
-    """Distil the search's top candidates from the fine-tuned full model, then the best for longer; it and its arch."""
+    """Distil the search's top candidates from the fine-tuned full model, then the best for longer; it and its arch.
+
+    ``source`` names the search in the phase line (which study, when a run has several).
+    """
     from lightning_nas.recovery import recover
 
     top = result.top(recovery.top_k)
     what = "logits + hidden states" if recovery.hidden_weight else "logits"
     console.phase(
         "recovery distillation",
-        f"the best {len(top)} sub-networks of the search x {steps[0]} steps each, "
+        f"the best {len(top)} sub-networks of {source} x {steps[0]} steps each, "
         f"from the fine-tuned full model ({what})"
         + (f", then the best of them {steps[1]} steps more" if steps[1] else ""),
     )

@@ -228,6 +228,78 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
         assert any(not torch.equal(with_recovery[k], without[k]) for k in without)
 
 
+def test_several_budgets_share_one_fine_tuning_and_get_a_study_and_an_export_each(
+    tiny_bert_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    from lightning_nas.apps import TextClassifier
+    from lightning_nas.compress import dense_encoder_params
+    from lightning_nas.recovery import Distiller
+
+    train = _write_csv(tmp_path / "reviews.csv", _reviews(64))  # 52 train rows: 4 steps of 16
+    steps = []
+    original = TextClassifier.training_step
+    monkeypatch.setattr(TextClassifier, "training_step", lambda self, b, i: steps.append(i) or original(self, b, i))
+    kwargs = dict(train=train, text_column="review", label_column="sentiment", n_trials=2, max_length=16)
+    kwargs.update(batch_size=16, importance_batches=1, recover_top_k=1, recover_steps=1, recover_final_steps=1)
+    out = tmp_path / "out"
+    report = compress(tiny_bert_dir, out, max_encoder_params=[0.5, 0.75], **kwargs)
+    printed = capsys.readouterr().out
+    # One fine-tuning (one epoch of 4 steps, one checkpoint) and one importance sorting for both budgets.
+    assert len(steps) == 4 and printed.count("importance sorting:") == 1 and printed.count("fine-tuning:") == 1
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert "budgets 75% = 19,946, 50% = 13,297 params outside nn.Embedding" in printed
+    for percent in ("75", "50"):
+        assert f"search: budget {percent}%: 2 trials in study 'compress-{percent}' at" in printed
+        assert f"the best 1 sub-networks of study 'compress-{percent}' x 1 steps each" in printed
+    # Largest first, everywhere: the searches, the exports, the report's rows.
+    assert printed.index("study 'compress-75'") < printed.index("study 'compress-50'")
+    assert report.study_names == {0.75: "compress-75", 0.5: "compress-50"}
+    assert report.export_paths == {0.75: out / "best_model-75", 0.5: out / "best_model-50"}
+    assert report.export_path == out / "best_model-50" and not (out / "best_model").exists()
+    names = [row["model"] for row in report.rows]
+    assert names == ["fine-tuned original", "compressed 75%", "compressed 50%"]
+    assert [row["model"] for row in json.loads((out / "report.json").read_text())] == names
+    assert "compressed 75%" in report.table() and "compressed 50%" in report.table()
+    full = report.rows[0]["encoder_params"]
+    for row, (budget, path) in zip(report.rows[1:], report.export_paths.items(), strict=True):
+        assert row["max_encoder_params"] == budget
+        study = optuna.load_study(study_name=report.study_names[budget], storage=report.study_storage)
+        assert len([t for t in study.trials if not is_rejection(t)]) == 2  # n_trials for each budget
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert completed and all(t.user_attrs["encoder_params"] <= budget * full for t in completed)
+        reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(path)
+        assert dense_encoder_params(reloaded) == row["encoder_params"] <= budget * full
+    assert set(optuna.get_all_study_names(report.study_storage)) == {"compress-75", "compress-50"}
+
+    # A rerun with other recovery options reuses the supernet and both studies; the CLI prints each export's load line.
+    trials = {
+        b: len(optuna.load_study(study_name=n, storage=report.study_storage).trials)
+        for b, n in report.study_names.items()
+    }
+    monkeypatch.setattr(TextClassifier, "training_step", lambda *a: steps.append(1) or 1 / 0)
+    monkeypatch.setattr(Distiller, "training_step", lambda *a: steps.append(1) or 1 / 0)
+    argv = ["compress", str(tiny_bert_dir), "--train", str(train), "--text-column", "review", "--label-column"]
+    argv += ["sentiment", "--out", str(out), *_FAST, "--max-params", "0.75", "0.5", "--recover-steps", "0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert len(steps) == 4 and "recovery distillation" not in printed
+    for budget, name in report.study_names.items():
+        assert len(optuna.load_study(study_name=name, storage=report.study_storage).trials) == trials[budget]
+    assert "Exported one model per budget; each one's config is the family's stock config, so plain" in printed
+    for percent in ("75", "50"):
+        load = f"transformers.AutoModelForSequenceClassification.from_pretrained('{out / f'best_model-{percent}'}')"
+        assert f"\n  {percent}%: import transformers; {load}  # stock config\n" in printed
+    assert "its studies: compress-75 (75% budget), compress-50 (50% budget)" in printed
+
+    # Another list of budgets is another run: refused before anything is loaded, naming the lists.
+    with pytest.raises(
+        ValueError, match=r"other settings \(max_encoder_params: \[0.75, 0.5\] there, \[0.75, 0.4\] now\)"
+    ):
+        compress(tiny_bert_dir, out, max_encoder_params=[0.75, 0.4], **kwargs)
+    with pytest.raises(ValueError, match=r"other settings \(max_encoder_params: \[0.75, 0.5\] there, 0.5 now\)"):
+        compress(tiny_bert_dir, out, max_encoder_params=0.5, **kwargs)
+
+
 @pytest.mark.parametrize(
     "space",
     [
@@ -320,6 +392,22 @@ _BAD_INPUT = [
         ["--max-params", "0.01", "--allow-custom-config", "--elastic-depth"],
         r"--max-params 0.01 is out of reach: .*; raise the budget$",
     ),
+    (
+        "budget-twice",
+        ["--max-params", "0.5", "0.5"],
+        r"--max-params \(max_encoder_params\): 0.5 is given twice \(50%\)",
+    ),
+    (
+        "budgets-one-percent",
+        ["--max-params", "0.3333", "0.33331"],
+        r"--max-params \(max_encoder_params\): 0.3333 and 0.33331 are one budget \(33.33%\); give each budget once",
+    ),
+    (
+        "budgets-one-above-1",
+        ["--max-params", "0.5", "1.5"],
+        r"argument --max-params: must be a fraction in \(0, 1\], got 1.5",
+    ),
+    ("budgets-one-out-of-reach", ["--max-params", "0.75", "0.3"], r"--max-params 0.3 is out of reach: "),
     ("per-layer-stock", ["--per-layer"], r"--per-layer \(per_layer=True\) needs --allow-custom-config"),
     (
         "hidden-stock",
@@ -383,6 +471,15 @@ def test_compress_rejects_bad_input(tmp_path) -> None:
         compress(tmp_path)
     with pytest.raises(ValueError, match="fraction in"):
         compress(minilm_model_dir(), max_encoder_params=50)
+    for budgets, message in (
+        ([0.5, 0.5], r"0.5 is given twice \(50%\); give each budget once"),
+        ((0.75, 0), r"max_encoder_params is a fraction in \(0, 1\], got 0"),
+        ([], "needs at least one budget"),
+        (["0.5"], r"fraction in \(0, 1\], got '0.5'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            compress(minilm_model_dir(), tmp_path / "out", max_encoder_params=budgets)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -84,6 +84,7 @@ _QUICKSTART = "python3 -m venv .venv && .venv/bin/pip install"
 _CALLBACK = "import lightning as L"
 _LOAD_DEMO = "from lightning_nas.export import load_module, load_subnet"
 _COMPRESS = ".venv/bin/lightning-nas compress minilm --max-params 0.5"
+_COMPRESS_BUDGETS = ".venv/bin/lightning-nas compress minilm --max-params 0.75 0.5 0.33"
 _LOAD_COMPRESSED = "from transformers import AutoModelForSequenceClassification"
 _OWN_DATA = ".venv/bin/lightning-nas compress minilm --train reviews.csv"
 _COMPRESS_PY = "from lightning_nas import compress"
@@ -233,6 +234,7 @@ CHAINS = {
     "quickstart-demo-export-dashboard": ([_QUICKSTART, _LOAD_DEMO, _DASHBOARD], True),
     "callbacks": ([_CALLBACK], True),
     "compress-minilm-and-load": ([_COMPRESS, _LOAD_COMPRESSED], True),
+    "compress-several-budgets": ([_COMPRESS_BUDGETS], True),
     "compress-own-data": ([_OWN_DATA], True),
     "compress-from-python": ([_COMPRESS_PY], True),
     "compress-smollm2": ([_SMOLLM2], True),
@@ -461,3 +463,6 @@ def test_readme_blocks_run_verbatim(chain: str, tmp_path: Path, request: pytest.
         path = cwd / storage
         study = optuna.load_study(study_name="digits", storage=open_storage(storage if "://" in storage else path))
         assert len(study.trials) >= 6 and study.get_trials(states=[optuna.trial.TrialState.COMPLETE])  # 6 in all
+    if chain == "compress-several-budgets":  # one export per budget, as the README names them
+        exports = sorted(p.name for p in (cwd / "nas_runs" / "budgets").glob("best_model*"))
+        assert exports == ["best_model-33", "best_model-50", "best_model-75"], exports

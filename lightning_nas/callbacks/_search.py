@@ -262,6 +262,11 @@ class OneShotSearch(L.Callback):
         self.export_path: Path | None = None
         self._metric_checked = False
 
+    @property
+    def state_key(self) -> str:
+        # The study names a search, so several (one per budget, say) can share a Trainer and its checkpoints.
+        return self._generate_state_key(study_name=self.study_name)
+
     # checks before training -------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         callback = find_supernet_callback(trainer)
