@@ -28,9 +28,17 @@ search's evaluation passes (inference) are reported apart. Each budget has its o
 (students within that budget), so no cost is shared between budgets: producing all three costs
 the sum, for both methods.
 
+``--one-supernet`` adds the other way to produce all budgets: **one** ``compress`` run with every
+budget (``max_encoder_params=[0.75, 0.5, 0.33]``: one supernet whose students are drawn within the
+largest budget, then per budget a search, recovery and export). Its compute is
+``S x 3 x (P_full + E[P_student within the largest]) + sum over budgets of (ranking + final
+distillation)``, set against the three Torch-Pruning runs above (whose compute is the sum of the
+per-budget runs'). It needs ``--allow-custom-config`` when a budget is below the stock space's
+reach (33% of MiniLM's encoder is).
+
 Usage::
 
-    # the recorded run (benchmarks/RESULTS.md): one process per seed, about 80 min with both on 2 cores
+    # one process per seed (benchmarks/RESULTS.md has the recorded commands)
     python benchmarks/compress_equal_compute.py --seeds 0 --budgets 0.5 --max-fit 2000 --trials 12 --max-val 400 \
         --threads 1 --allow-custom-config
     python benchmarks/compress_equal_compute.py --quick                      # pipeline check, numbers meaningless
@@ -224,6 +232,105 @@ def run_ours(out: Path, splits: dict, budget: float, args: argparse.Namespace, s
     return record
 
 
+def run_ours_shared(out: Path, splits: dict, budgets: list[float], args: argparse.Namespace, seed: int) -> dict:
+    """One ``compress`` run for all ``budgets`` (one supernet); a record per budget and the run's."""
+    record_path = out / f"shared_s{seed}.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    run_dir = out / f"compress_shared_s{seed}"
+    start = time.perf_counter()
+    report = compress(
+        minilm_model_dir(),
+        run_dir,
+        train=as_dataset(splits["train"]),
+        validation=as_dataset(splits["validation"]),
+        test=as_dataset(splits["test"]),
+        max_encoder_params=budgets,
+        epochs=args.epochs,
+        n_trials=args.trials,
+        lr=args.lr,
+        seed=seed,
+        stock_config=args.stock_config,
+        recover_top_k=args.recover_top_k,
+        recover_steps=args.recover_steps,
+        recover_final_steps=args.recover_final_steps,
+        recover_hidden_weight=args.hidden_weight,
+        limit_train_batches=args.limit_train_batches,
+    )
+    seconds = time.perf_counter() - start
+    steps_per_epoch = -(-len(splits["train"][0]) // 32)
+    if args.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, args.limit_train_batches)
+    original, *rows = report.rows
+    per_budget = {}
+    for row in rows:
+        budget = row["max_encoder_params"]
+        study = optuna.load_study(study_name=report.study_names[budget], storage=report.study_storage)
+        top = search_result(study, "val_acc", "maximize").top(args.recover_top_k)
+        per_budget[f"{budget:.2f}"] = {
+            "test_acc": row["test_acc"],
+            "encoder_params": row["encoder_params"],
+            "arch": json.loads((report.export_paths[budget] / "arch.json").read_text())["arch"],
+            "candidate_params": [t.user_attrs["encoder_params"] for t in top],
+            "final_params": row["encoder_params"],
+        }
+    record = {
+        "budgets": budgets,
+        "seconds": seconds,
+        "supernet_full_test_acc": original["test_acc"],
+        "full_encoder_params": original["encoder_params"],
+        "supernet_steps": args.epochs * steps_per_epoch,
+        "recover_steps": args.recover_steps if args.recover_steps is not None else max(1, steps_per_epoch // 4),
+        "final_steps": args.recover_final_steps if args.recover_final_steps is not None else steps_per_epoch,
+        "per_budget": per_budget,
+        "run_dir": str(run_dir),
+    }
+    record_path.write_text(json.dumps(record, indent=2))
+    log(f"one supernet, seed {seed}: {record}")
+    return record
+
+
+def shared_compute(record: dict, full: float, mean_student: float) -> float:
+    """The one-supernet run's compute for all its budgets: the supernet once, recovery per budget."""
+    supernet = training_compute({**record, "candidate_params": [], "final_steps": 0}, full, mean_student)
+    return supernet + sum(
+        training_compute({**record, **budget, "supernet_steps": 0}, full, mean_student)
+        for budget in record["per_budget"].values()
+    )
+
+
+def shared_table(records: dict, budgets: list[float], seeds: list[int], full: float, mean_student: float) -> str:
+    """Producing every budget: one supernet vs one pruning run per budget (test accuracy, compute)."""
+    shared = [records["shared"][s] for s in seeds]
+    lines = [
+        "| budget | one supernet for all budgets | its own supernet per budget | Torch-Pruning + FT | arch (seed 0) |",
+        "|---|---|---|---|---|",
+    ]
+    for budget in budgets:
+        key = f"{budget:.2f}"
+        own = [records["ours"][(s, budget)]["test_acc"] for s in seeds if (s, budget) in records["ours"]]
+        prune = [records["prune"][(s, budget)]["test_acc"] for s in seeds if (s, budget) in records["prune"]]
+        lines.append(
+            f"| {key} | {spread([r['per_budget'][key]['test_acc'] for r in shared])} "
+            f"| {spread(own) if own else '-'} | {spread(prune) if prune else '-'} "
+            f"| {shared[0]['per_budget'][key]['arch']} "
+            f"({100 * shared[0]['per_budget'][key]['encoder_params'] / full:.1f}%) |"
+        )
+    one = statistics.fmean(shared_compute(r, full, mean_student) for r in shared)
+    pruning = [
+        sum(records["prune"][(s, b)]["compute"] for b in budgets)
+        for s in seeds
+        if all((s, b) in records["prune"] for b in budgets)
+    ]
+    total = f"{statistics.fmean(pruning) / (3 * full):.0f}" if pruning else "-"
+    lines += [
+        "",
+        f"Compute for all {len(budgets)} budgets, in full-model training steps: one supernet {one / (3 * full):.0f}; "
+        f"one Torch-Pruning run per budget (each at the compute of its own-supernet run) {total}.",
+    ]
+    return "\n".join(lines)
+
+
 def training_compute(record: dict, full: float, mean_student: float) -> float:
     """Ours at one budget, in parameter-passes (see the module docstring)."""
     supernet = record["supernet_steps"] * 3 * (full + mean_student)
@@ -316,6 +423,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     space.add_argument(
         "--allow-custom-config", dest="stock_config", action="store_false", help="also shrink heads (global)"
     )
+    parser.add_argument(
+        "--one-supernet", action="store_true", help="also one compress run for all --budgets (one supernet)"
+    )
     parser.add_argument("--limit-train-batches", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="pipeline check: tiny data, numbers meaningless")
@@ -339,15 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(minilm_model_dir())
     pretrained = load_with_new_head(AutoModelForSequenceClassification, minilm_model_dir(), num_labels=2)
     full = dense_encoder_params(pretrained)
-    records: dict[str, dict] = {"reference": {}, "ours": {}, "prune": {}}
+    records: dict[str, dict] = {"reference": {}, "ours": {}, "prune": {}, "shared": {}}
     for seed in args.seeds:
         records["reference"][seed] = run_reference(args.out, splits, tokenizer, args, seed)
+        if args.one_supernet:
+            records["shared"][seed] = run_ours_shared(args.out, splits, args.budgets, args, seed)
         for budget in args.budgets:
             ours = run_ours(args.out, splits, budget, args, seed)
             compute = training_compute(ours, full, mean_student_params(pretrained, budget, args.stock_config))
             records["ours"][(seed, budget)] = ours
             records["prune"][(seed, budget)] = run_prune(args.out, splits, tokenizer, budget, compute, args, seed)
     print(table(records, args.budgets, args.seeds))
+    if args.one_supernet:
+        print()
+        largest = mean_student_params(pretrained, max(args.budgets), args.stock_config)
+        print(shared_table(records, args.budgets, args.seeds, full, largest))
     return 0
 
 

@@ -122,6 +122,7 @@ def _compress(args: argparse.Namespace) -> int:
         recover_steps=args.recover_steps,
         recover_final_steps=args.recover_final_steps,
         recover_hidden_weight=args.recover_hidden_weight,
+        recover_rank_by=args.recover_rank_by,
     )
     from lightning_nas._jobs import dashboard_hint
     from lightning_nas.adapters._hf_compressed import load_instructions
@@ -382,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=1.0,
         help="weight of the layer-wise hidden-state loss next to the logits' (0: logits only)",
+    )
+    recovery.add_argument(
+        "--recover-rank-by",
+        choices=["metric", "distillation"],  # recovery.RANK_BY (not imported: parsing stays light)
+        default="metric",
+        help="what chooses among the distilled candidates: the task's validation metric, or their validation "
+        "distillation loss (continuous, so less noisy on a small validation set)",
     )
     compress.set_defaults(run=_compress)
 

@@ -621,6 +621,7 @@ def compress(
     recover_steps: int | None = None,
     recover_final_steps: int | None = None,
     recover_hidden_weight: float = 1.0,
+    recover_rank_by: str = "metric",
 ) -> CompressionReport:
     """Fine-tune ``model_dir`` as a supernet on a task, search it, recover the best few, export the best.
 
@@ -698,6 +699,9 @@ def compress(
             epoch; 0: export it as the ranking left it).
         recover_hidden_weight: Weight of the layer-wise hidden-state loss next to the logits'
             (0: logits only).
+        recover_rank_by: What chooses among the distilled candidates: ``"metric"`` (the task's
+            validation metric) or ``"distillation"`` (their validation distillation loss, which
+            is continuous: an accuracy on a few hundred examples often cannot tell them apart).
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original
@@ -733,6 +737,10 @@ def compress(
             raise ValueError(f"{name} must be >= 0, got {value}")
     if recover_hidden_weight < 0:
         raise ValueError(f"recover_hidden_weight must be >= 0, got {recover_hidden_weight}")
+    from lightning_nas.recovery import RANK_BY
+
+    if recover_rank_by not in RANK_BY:
+        raise ValueError(f"recover_rank_by must be one of {', '.join(RANK_BY)}, got {recover_rank_by!r}")
     if train is None and (validation is not None or test is not None):
         raise ValueError("validation= / test= need train=")
     if train is not None and dataset is not None:
@@ -809,7 +817,7 @@ def compress(
         limit_train_batches=limit_train_batches,
         checkpoint_every=checkpoint_every,
         progress_interval=progress_interval,
-        recovery=_Recovery(recover_top_k, recover_steps, recover_final_steps, recover_hidden_weight),
+        recovery=_Recovery(recover_top_k, recover_steps, recover_final_steps, recover_hidden_weight, recover_rank_by),
     )
 
 
@@ -819,6 +827,7 @@ class _Recovery:
     steps: int | None  # None: a quarter of an epoch per candidate
     final_steps: int | None  # None: one epoch for the chosen one
     hidden_weight: float
+    rank_by: str
 
 
 def _without_transformers_bars(run: Any) -> Any:
@@ -1104,11 +1113,12 @@ def _recover(
 
     top = result.top(recovery.top_k)
     what = "logits + hidden states" if recovery.hidden_weight else "logits"
+    by = job.metric if recovery.rank_by == "metric" else "validation distillation loss"
     console.phase(
         "recovery distillation",
         f"the best {len(top)} sub-networks of {source} x {steps[0]} steps each, "
         f"from the fine-tuned full model ({what})"
-        + (f", then the best of them {steps[1]} steps more" if steps[1] else ""),
+        + (f", then the best of them by {by} {steps[1]} steps more" if steps[1] else f", ranked by {by}"),
     )
     found = recover(
         supernet,
@@ -1118,6 +1128,7 @@ def _recover(
         datamodule.val_dataloader(),
         metric=job.metric,
         direction=job.direction,
+        rank_by=recovery.rank_by,
         steps=steps[0],
         final_steps=steps[1],
         teacher=teacher,
@@ -1131,8 +1142,10 @@ def _recover(
     )
     for rank, candidate in enumerate(found):
         ranked = "" if candidate.score_ranked is None else f"{candidate.score_ranked:.4f} ({steps[0]} steps) -> "
+        loss = "" if candidate.distill_loss_ranked is None else f"{candidate.distill_loss_ranked:.4f} -> "
         console.say(
             f"  {'chosen' if rank == 0 else 'kept   '} {job.metric} {candidate.score_before:.4f} (supernet weights) -> "
-            f"{ranked}{candidate.score:.4f} (distilled {candidate.steps} steps): {candidate.arch}"
+            f"{ranked}{candidate.score:.4f} (distilled {candidate.steps} steps), "
+            f"validation distillation loss {loss}{candidate.distill_loss:.4f}: {candidate.arch}"
         )
     return found[0].model.eval(), found[0].arch

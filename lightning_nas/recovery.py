@@ -41,7 +41,9 @@ from lightning_nas.space import Arch
 from lightning_nas.strategies import distillation_loss
 from lightning_nas.supernet import Supernet
 
-__all__ = ["Distiller", "Recovered", "hidden_state_loss", "recover"]
+__all__ = ["RANK_BY", "Distiller", "Recovered", "hidden_state_loss", "recover"]
+
+RANK_BY = ("metric", "distillation")  # what recover() can rank the candidates by
 
 
 def hidden_state_loss(
@@ -198,6 +200,10 @@ class Distiller(L.LightningModule):
         self.log("distill_loss", loss, prog_bar=True)
         return loss
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        # How far the student is from the teacher on held-out data: a continuous, low-variance score.
+        self.log("val_distill_loss", self.loss(batch))
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.student.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
@@ -225,6 +231,8 @@ class Recovered:
         steps: Distillation steps it got in all.
         score_ranked: For the winner of a ranking followed by a final distillation, its score
             after the ranking's short distillation (``score`` is the final one); else ``None``.
+        distill_loss: Its distillation loss on the validation data (lower: closer to the teacher).
+        distill_loss_ranked: Like ``score_ranked``, for ``distill_loss``.
     """
 
     arch: Arch
@@ -233,6 +241,8 @@ class Recovered:
     score_before: float | None = None
     steps: int = 0
     score_ranked: float | None = None
+    distill_loss: float = math.nan
+    distill_loss_ranked: float | None = None
 
 
 @contextmanager
@@ -256,6 +266,7 @@ def recover(
     steps: int,
     final_steps: int = 0,
     direction: str = "maximize",
+    rank_by: str = "metric",
     module: str = "model",
     teacher: nn.Module | None = None,
     scores_before: Sequence[float] | None = None,
@@ -271,8 +282,10 @@ def recover(
     :class:`Distiller` (``distiller_options`` go to it) in a Lightning ``Trainer`` on the
     batches of ``train_dataloaders()`` (called once per candidate and seeded alike, so every
     candidate sees the same batches), then scored by the ``metric`` that ``pl_module``'s
-    ``validation_step`` logs with the candidate in place of its attribute ``module``. The
-    supernet is not changed.
+    ``validation_step`` logs with the candidate in place of its attribute ``module``, and by its
+    distillation loss on the same validation data; ``rank_by`` says which of the two ranks them. With
+    ``final_steps``, the best is then distilled that many steps more (a new warm-up and decay)
+    and scored again; it stays first. The supernet is not changed.
 
     Args:
         supernet: The trained supernet.
@@ -284,6 +297,9 @@ def recover(
         steps: Optimizer steps per candidate.
         final_steps: Further optimizer steps for the best candidate after the ranking (0: none).
         direction: ``"maximize"`` or ``"minimize"`` the metric.
+        rank_by: ``"metric"`` (the user's) or ``"distillation"`` (the validation distillation
+            loss, lowest first: continuous, so far less noisy than an accuracy on a small
+            validation set when candidates are close; Minitron ranks by a loss too).
         module: Attribute of ``pl_module`` holding the model.
         teacher: The model to distil from (default: the supernet's largest sub-network, extracted).
         scores_before: The candidates' scores with inherited weights, to report alongside.
@@ -313,6 +329,8 @@ def recover(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if final_steps < 0:
         raise ValueError(f"final_steps must be >= 0, got {final_steps}")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
     if not candidates:
         raise ValueError("no candidates to recover")
     if scores_before is not None and len(scores_before) != len(candidates):
@@ -325,7 +343,8 @@ def recover(
     options = {**QUIET_TRAINER, "devices": 1, **(trainer_options or {}), "max_epochs": -1}
     accelerator = options.get("accelerator", "auto")
 
-    def distil(student: nn.Module, steps: int, seed: int) -> float:
+    def distil(student: nn.Module, steps: int, seed: int) -> tuple[float, float]:
+        """Train ``student``; its metric and validation distillation loss."""
         L.seed_everything(seed, verbose=False)
         distiller = Distiller(student.train(), teacher, **distiller_options)
         with quiet_lightning(), warnings.catch_warnings():
@@ -333,24 +352,35 @@ def recover(
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
             trainer = L.Trainer(**{**options, "max_steps": steps})
             trainer.fit(distiller, train_dataloaders=train_dataloaders())
+        distance = validated_metric(distiller, val_dataloaders, "val_distill_loss", accelerator=accelerator)
         student.eval()
         with _model_in(pl_module, module, student):
-            return validated_metric(pl_module, val_dataloaders, metric, accelerator=accelerator)
+            return validated_metric(pl_module, val_dataloaders, metric, accelerator=accelerator), distance
 
     found = []
     for index, arch in enumerate(candidates):
         if on_candidate is not None:
             on_candidate(index, arch)
         student = supernet.extract(arch)
-        score = distil(student, steps, seed)
+        score, distance = distil(student, steps, seed)
         before = None if scores_before is None else float(scores_before[index])
-        found.append(Recovered(dict(arch), student, score, before, steps))
+        found.append(Recovered(dict(arch), student, score, before, steps, distill_loss=distance))
     sign = -1 if direction == "maximize" else 1
-    found.sort(key=lambda r: sign * r.score if not math.isnan(r.score) else math.inf)
+    if rank_by == "metric":
+        found.sort(key=lambda r: sign * r.score if not math.isnan(r.score) else math.inf)
+    else:
+        found.sort(key=lambda r: r.distill_loss if not math.isnan(r.distill_loss) else math.inf)
     if final_steps:
         best = found[0]
         if on_final is not None:
             on_final(best)
-        score = distil(best.model, final_steps, seed)
-        found[0] = replace(best, score=score, steps=steps + final_steps, score_ranked=best.score)
+        score, distance = distil(best.model, final_steps, seed)
+        found[0] = replace(
+            best,
+            score=score,
+            steps=steps + final_steps,
+            score_ranked=best.score,
+            distill_loss=distance,
+            distill_loss_ranked=best.distill_loss,
+        )
     return found

@@ -185,7 +185,7 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
     printed = capsys.readouterr().out
     assert (
         "recovery distillation: the best 2 sub-networks of the search x 3 steps each, from the fine-tuned full model "
-        "(logits + hidden states), then the best of them 4 steps more" in printed
+        "(logits + hidden states), then the best of them by val_acc 4 steps more" in printed
     )
     # The chosen one got 3 + 4 steps (its score after the ranking's 3 is shown too), the other 3.
     assert (
@@ -376,6 +376,11 @@ _BAD_INPUT = [
     ("out-under-a-file", ["--out", "{file}/out"], r"output directory .* is under .*a-file, which is a file"),
     ("unknown-task", ["--task", "translation"], r"argument --task: invalid choice: 'translation'"),
     ("recover-steps-negative", ["--recover-steps", "-1"], r"argument --recover-steps: must be >= 0, got -1"),
+    (
+        "recover-rank-by-unknown",
+        ["--recover-rank-by", "loss"],
+        r"argument --recover-rank-by: invalid choice: 'loss' \(choose from '?metric'?, '?distillation'?\)",
+    ),
     (
         "recover-final-steps-negative",
         ["--recover-final-steps", "-2"],
@@ -587,3 +592,12 @@ def test_the_cli_chooses_stock_or_custom_configs() -> None:
     assert parse(["compress", "minilm", "--allow-custom-config"]).stock_config is False
     with pytest.raises(SystemExit):
         parse(["compress", "minilm", "--stock-config", "--allow-custom-config"])
+
+
+def test_the_cli_offers_the_rankings_recover_knows() -> None:
+    from lightning_nas.cli import build_parser
+    from lightning_nas.recovery import RANK_BY
+
+    compress_parser = build_parser()._subparsers._group_actions[0].choices["compress"]
+    (action,) = [a for a in compress_parser._actions if "--recover-rank-by" in a.option_strings]
+    assert tuple(action.choices) == RANK_BY and action.default == "metric"

@@ -208,6 +208,31 @@ def test_recover_distils_the_winner_further_and_keeps_it_first() -> None:
     assert found[0].score == pytest.approx(correct / 32)
 
 
+def test_recover_can_rank_by_the_validation_distillation_loss() -> None:
+    module, supernet = _module_and_supernet()
+    candidates = [supernet.space.min_arch(), supernet.space.max_arch()]
+    loader = _loader()
+    teacher = supernet.extract(supernet.max_arch()).eval()
+    found = recover(
+        supernet,
+        candidates,
+        module,
+        lambda: loader,
+        loader,
+        metric="val_acc",
+        steps=2,
+        rank_by="distillation",
+        teacher=teacher,
+        hidden_weight=0.5,
+    )
+    assert found[0].distill_loss <= found[1].distill_loss
+    for r in found:  # the mean distillation loss over the validation batches (all of 8 rows), recomputed by hand
+        distiller = Distiller(r.model, teacher, hidden_weight=0.5).eval()
+        with torch.no_grad():
+            expected = sum(float(distiller.loss(b)) for b in loader) / len(loader)
+        assert r.distill_loss == pytest.approx(expected, rel=1e-5)
+
+
 def test_recover_refuses_bad_arguments_before_any_work() -> None:
     module, supernet = _module_and_supernet()
     loader = _loader()
@@ -222,6 +247,8 @@ def test_recover_refuses_bad_arguments_before_any_work() -> None:
         recover(supernet, [arch], module, train, loader, metric="val_acc", steps=0)
     with pytest.raises(ValueError, match="final_steps must be >= 0"):
         recover(supernet, [arch], module, train, loader, metric="val_acc", steps=1, final_steps=-1)
+    with pytest.raises(ValueError, match="rank_by must be one of metric, distillation, got 'loss'"):
+        recover(supernet, [arch], module, train, loader, metric="val_acc", steps=1, rank_by="loss")
     with pytest.raises(ValueError, match="no candidates"):
         recover(supernet, [], module, train, loader, metric="val_acc", steps=1)
     with pytest.raises(ValueError, match="pl_module.net is not the supernet's model"):
