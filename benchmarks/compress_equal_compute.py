@@ -421,7 +421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-steps", type=int, default=None, help="default: a quarter of an epoch")
     parser.add_argument("--recover-final-steps", type=int, default=None, help="default: one epoch")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
-    parser.add_argument("--recover-rank-by", choices=["metric", "distillation"], default="metric")
+    parser.add_argument("--recover-rank-by", choices=["metric", "distillation"], default="distillation")
     space = parser.add_mutually_exclusive_group()
     space.add_argument("--stock-config", dest="stock_config", action="store_true", default=True)
     space.add_argument(

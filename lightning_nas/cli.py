@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument(
         "--recover-rank-by",
         choices=["metric", "distillation"],  # recovery.RANK_BY (not imported: parsing stays light)
-        default="metric",
+        default="distillation",
         help="what chooses among the distilled candidates: the task's validation metric, or their validation "
         "distillation loss (continuous, so less noisy on a small validation set)",
     )

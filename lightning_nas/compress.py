@@ -621,7 +621,7 @@ def compress(
     recover_steps: int | None = None,
     recover_final_steps: int | None = None,
     recover_hidden_weight: float = 1.0,
-    recover_rank_by: str = "metric",
+    recover_rank_by: str = "distillation",
 ) -> CompressionReport:
     """Fine-tune ``model_dir`` as a supernet on a task, search it, recover the best few, export the best.
 
@@ -699,9 +699,9 @@ def compress(
             epoch; 0: export it as the ranking left it).
         recover_hidden_weight: Weight of the layer-wise hidden-state loss next to the logits'
             (0: logits only).
-        recover_rank_by: What chooses among the distilled candidates: ``"metric"`` (the task's
-            validation metric) or ``"distillation"`` (their validation distillation loss, which
-            is continuous: an accuracy on a few hundred examples often cannot tell them apart).
+        recover_rank_by: What chooses among the distilled candidates: ``"distillation"`` (their
+            validation distillation loss, default: continuous, while an accuracy on a few hundred
+            examples often cannot tell them apart) or ``"metric"`` (the task's validation metric).
 
     Returns:
         A :class:`CompressionReport`; its :meth:`~CompressionReport.table` compares the original

@@ -185,7 +185,7 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
     printed = capsys.readouterr().out
     assert (
         "recovery distillation: the best 2 sub-networks of the search x 3 steps each, from the fine-tuned full model "
-        "(logits + hidden states), then the best of them by val_acc 4 steps more" in printed
+        "(logits + hidden states), then the best of them by validation distillation loss 4 steps more" in printed
     )
     # The chosen one got 3 + 4 steps (its score after the ranking's 3 is shown too), the other 3.
     assert (
@@ -600,4 +600,4 @@ def test_the_cli_offers_the_rankings_recover_knows() -> None:
 
     compress_parser = build_parser()._subparsers._group_actions[0].choices["compress"]
     (action,) = [a for a in compress_parser._actions if "--recover-rank-by" in a.option_strings]
-    assert tuple(action.choices) == RANK_BY and action.default == "metric"
+    assert tuple(action.choices) == RANK_BY and action.default == "distillation"
