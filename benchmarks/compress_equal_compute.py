@@ -188,6 +188,7 @@ def run_ours(out: Path, splits: dict, budget: float, args: argparse.Namespace, s
         "stock_config": args.stock_config,
         "recover_top_k": args.recover_top_k,
         "recover_hidden_weight": args.hidden_weight,
+        "recover_label_weight": args.label_weight,
         "recover_rank_by": args.recover_rank_by,
         "limit_train_batches": args.limit_train_batches,
     }
@@ -257,6 +258,7 @@ def run_ours_shared(out: Path, splits: dict, budgets: list[float], args: argpars
         recover_steps=args.recover_steps,
         recover_final_steps=args.recover_final_steps,
         recover_hidden_weight=args.hidden_weight,
+        recover_label_weight=args.label_weight,
         recover_rank_by=args.recover_rank_by,
         limit_train_batches=args.limit_train_batches,
     )
@@ -421,6 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-steps", type=int, default=None, help="default: a quarter of an epoch")
     parser.add_argument("--recover-final-steps", type=int, default=None, help="default: one epoch")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
+    parser.add_argument("--label-weight", type=float, default=None, help="recovery's weight of the label loss (default: compress's)")
     parser.add_argument("--recover-rank-by", choices=["metric", "distillation"], default="distillation")
     space = parser.add_mutually_exclusive_group()
     space.add_argument("--stock-config", dest="stock_config", action="store_true", default=True)

@@ -13,7 +13,9 @@ blocks of ``--block-size`` tokens:
 - **ours**: :func:`lightning_nas.compress.compress` with ``task="causal-lm"`` as a user runs it
   (importance sorting, InstaTune supernet for ``--steps`` steps with students within the budget,
   one-shot search on validation perplexity vs params / latency, recovery distillation of the top
-  ``--recover-top-k`` candidates from the fine-tuned full model, logits + hidden states, export,
+  ``--recover-top-k`` candidates from the fine-tuned full model, logits + hidden states (the
+  normalised layer-wise loss, compress's default for decoders), then the best one's final
+  distillation for ``--recover-final-steps`` steps, export,
   reload), plus the rerun with ``recover_steps=0`` in the same directory (it reuses the trained
   supernet and the study: no training; the search's best with the supernet's weights);
 - **Taylor prune + FT** (LLM-Pruner-style, Ma et al. 2023, its "block" setting): importance of each
@@ -342,6 +344,7 @@ def run_ours(out: Path, model_dir: Path, files: dict, tokenizer: Any, budget: fl
             "importance_batches": args.importance_batches,
             "recover_top_k": args.recover_top_k,
             "recover_hidden_weight": args.hidden_weight,
+            "recover_hidden_loss": args.hidden_loss,
             "progress_interval": 120.0,
         }
         data = datamodule_for(tokenizer, files, args, seed)
@@ -507,6 +510,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-steps", type=int, default=15)
     parser.add_argument("--recover-final-steps", type=int, default=30, help="the chosen candidate's final distillation")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--hidden-loss", choices=["mse", "normalised"], default=None, help="default: compress's for causal-lm"
+    )
     parser.add_argument("--prompt", default="This movie is")
     parser.add_argument("--sample-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)

@@ -122,6 +122,8 @@ def _compress(args: argparse.Namespace) -> int:
         recover_steps=args.recover_steps,
         recover_final_steps=args.recover_final_steps,
         recover_hidden_weight=args.recover_hidden_weight,
+        recover_hidden_loss=args.recover_hidden_loss,
+        recover_label_weight=args.recover_label_weight,
         recover_rank_by=args.recover_rank_by,
     )
     from lightning_nas._jobs import dashboard_hint
@@ -383,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=1.0,
         help="weight of the layer-wise hidden-state loss next to the logits' (0: logits only)",
+    )
+    recovery.add_argument(
+        "--recover-hidden-loss",
+        choices=["mse", "normalised"],  # recovery.HIDDEN_LOSSES (not imported: parsing stays light)
+        default=None,
+        help="the hidden-state loss: plain MSE, or each layer's MSE relative to the teacher's mean square "
+        "(default: normalised for causal-lm, mse for the encoders)",
+    )
+    recovery.add_argument(
+        "--recover-label-weight",
+        type=_non_negative_float,
+        default=None,
+        help="weight of the task's own loss on the labels next to the distillation losses (0: distillation only; "
+        "default: 1 for sequence-classification, 0 for causal-lm)",
     )
     recovery.add_argument(
         "--recover-rank-by",

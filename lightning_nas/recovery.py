@@ -41,13 +41,18 @@ from lightning_nas.space import Arch
 from lightning_nas.strategies import distillation_loss
 from lightning_nas.supernet import Supernet
 
-__all__ = ["RANK_BY", "Distiller", "Recovered", "hidden_state_loss", "recover"]
+__all__ = ["HIDDEN_LOSSES", "RANK_BY", "Distiller", "Recovered", "hidden_state_loss", "recover"]
 
 RANK_BY = ("metric", "distillation")  # what recover() can rank the candidates by
+HIDDEN_LOSSES = ("mse", "normalised")  # Distiller's hidden_loss: hidden_state_loss(normalise=False / True)
 
 
 def hidden_state_loss(
-    student: Sequence[Tensor], teacher: Sequence[Tensor], attention_mask: Tensor | None = None
+    student: Sequence[Tensor],
+    teacher: Sequence[Tensor],
+    attention_mask: Tensor | None = None,
+    *,
+    normalise: bool = False,
 ) -> Tensor:
     """Mean squared error between each student layer's output and its teacher layer's.
 
@@ -55,7 +60,10 @@ def hidden_state_loss(
     ``output_hidden_states=True`` (the embeddings' output first, then one per layer); the
     embeddings' output is not matched. Student layer ``j`` of ``n`` is matched to teacher layer
     ``round(j * N / n)`` of ``N``, and to the teacher's first ``d`` channels when it has only
-    ``d``. With an ``attention_mask``, only real tokens count.
+    ``d``. With an ``attention_mask``, only real tokens count. With ``normalise``, each layer's
+    error is divided by the mean square of its teacher states (1: as far off as all zeros), so
+    that every layer counts alike whatever its scale: a decoder's residual stream grows with
+    depth and carries a few channels orders of magnitude larger than the rest.
 
     Example:
         >>> states = (torch.zeros(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4))
@@ -63,6 +71,9 @@ def hidden_state_loss(
         0.0
         >>> float(hidden_state_loss(states[:2], (states[0], torch.zeros(1, 2, 4), torch.ones(1, 2, 4) * 3)))
         4.0
+        >>> round(float(hidden_state_loss(states[:2], (states[0], torch.zeros(1, 2, 4), torch.ones(1, 2, 4) * 3),
+        ...                               normalise=True)), 4)
+        0.4444
     """
     layers, teacher_layers = len(student) - 1, len(teacher) - 1
     if layers < 1 or teacher_layers < 1:
@@ -71,20 +82,27 @@ def hidden_state_loss(
     for j in range(1, layers + 1):
         s = student[j].float()
         t = teacher[round(j * teacher_layers / layers)][..., : s.shape[-1]].detach().float()
-        error = (s - t).pow(2).mean(-1)
-        if attention_mask is not None and attention_mask.shape == error.shape:
-            mask = attention_mask.to(error.dtype)
-            total = total + (error * mask).sum() / mask.sum().clamp(min=1)
-        else:
-            total = total + error.mean()
+        error = _token_mean((s - t).pow(2).mean(-1), attention_mask)
+        if normalise:
+            error = error / _token_mean(t.pow(2).mean(-1), attention_mask).clamp(min=1e-12)
+        total = total + error
     return total / layers
+
+
+def _token_mean(values: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Mean of per-token ``values`` over the real tokens (all of them without a matching mask)."""
+    if attention_mask is not None and attention_mask.shape == values.shape:
+        mask = attention_mask.to(values.dtype)
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return values.mean()
 
 
 class Distiller(L.LightningModule):
     """Trains ``student`` to reproduce a frozen ``teacher`` on the batches of a task.
 
     The loss is ``distillation_loss(student, teacher, temperature) + hidden_weight *``
-    :func:`hidden_state_loss` ``+ label_weight *`` the task loss on the batch's labels (the
+    :func:`hidden_state_loss` (normalised per layer with ``hidden_loss="normalised"``)
+    ``+ label_weight *`` the task loss on the batch's labels (the
     model's own ``.loss`` for Hugging Face models, else cross-entropy). AdamW on the student
     only, linear warm-up over ``warmup`` of the steps, then linear decay. The teacher is set to
     eval mode and ``requires_grad_(False)`` in place and stays in eval mode while the student
@@ -99,6 +117,8 @@ class Distiller(L.LightningModule):
         temperature: Softmax temperature of the logits' KL divergence.
         hidden_weight: Weight of the hidden-state loss (0: logits only; needs models that return
             ``hidden_states``, asked for with ``output_hidden_states=True``).
+        hidden_loss: ``"mse"`` (plain mean squared error) or ``"normalised"`` (each layer's
+            error relative to its teacher states' mean square; see :func:`hidden_state_loss`).
         label_weight: Weight of the task loss on the batch's labels (0: distillation only).
 
     Example:
@@ -121,6 +141,7 @@ class Distiller(L.LightningModule):
         warmup: float = 0.1,
         temperature: float = 1.0,
         hidden_weight: float = 1.0,
+        hidden_loss: str = "mse",
         label_weight: float = 0.0,
     ) -> None:
         super().__init__()
@@ -130,6 +151,7 @@ class Distiller(L.LightningModule):
             warmup=warmup,
             temperature=temperature,
             hidden_weight=hidden_weight,
+            hidden_loss=hidden_loss,
             label_weight=label_weight,
         )
         self.save_hyperparameters(ignore=["student", "teacher"])
@@ -144,6 +166,7 @@ class Distiller(L.LightningModule):
         warmup: float = 0.1,
         temperature: float = 1.0,
         hidden_weight: float = 1.0,
+        hidden_loss: str = "mse",
         label_weight: float = 0.0,
     ) -> None:
         """Raise a one-line ``ValueError`` naming the first bad option (and ``TypeError`` for an unknown one)."""
@@ -159,6 +182,8 @@ class Distiller(L.LightningModule):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not 0 <= warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup}")
+        if hidden_loss not in HIDDEN_LOSSES:
+            raise ValueError(f"hidden_loss must be one of {', '.join(HIDDEN_LOSSES)}, got {hidden_loss!r}")
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -187,7 +212,8 @@ class Distiller(L.LightningModule):
                     f"{type(self.student).__name__} returned none (pass hidden_weight=0)"
                 )
             mask = inputs.get("attention_mask") if keyword else None
-            loss = loss + hp.hidden_weight * hidden_state_loss(student_states, teacher_states, mask)
+            normalise = hp.hidden_loss == "normalised"
+            loss = loss + hp.hidden_weight * hidden_state_loss(student_states, teacher_states, mask, normalise=normalise)
         if with_labels:
             task = output_loss(student) if keyword else None
             if task is None:
@@ -231,7 +257,8 @@ class Recovered:
         steps: Distillation steps it got in all.
         score_ranked: For the winner of a ranking followed by a final distillation, its score
             after the ranking's short distillation (``score`` is the final one); else ``None``.
-        distill_loss: Its distillation loss on the validation data (lower: closer to the teacher).
+        distill_loss: Its :class:`Distiller` loss on the validation data, every term of it (lower:
+            closer to the teacher, and with ``label_weight``, to the labels).
         distill_loss_ranked: Like ``score_ranked``, for ``distill_loss``.
     """
 

@@ -185,7 +185,8 @@ def test_compress_distils_the_best_candidates_and_a_rerun_without_recovery_retra
     printed = capsys.readouterr().out
     assert (
         "recovery distillation: the best 2 sub-networks of the search x 3 steps each, from the fine-tuned full model "
-        "(logits + hidden states), then the best of them by validation distillation loss 4 steps more" in printed
+        "(logits + hidden-state mse + labels), then the best of them by validation distillation loss 4 steps more"
+        in printed
     )
     # The chosen one got 3 + 4 steps (its score after the ranking's 3 is shown too), the other 3.
     assert (
@@ -382,6 +383,16 @@ _BAD_INPUT = [
         r"argument --recover-rank-by: invalid choice: 'loss' \(choose from '?metric'?, '?distillation'?\)",
     ),
     (
+        "recover-hidden-loss-unknown",
+        ["--recover-hidden-loss", "cosine"],
+        r"argument --recover-hidden-loss: invalid choice: 'cosine' \(choose from '?mse'?, '?normalised'?\)",
+    ),
+    (
+        "recover-label-weight-negative",
+        ["--recover-label-weight", "-1"],
+        r"argument --recover-label-weight: must be >= 0, got -1",
+    ),
+    (
         "recover-final-steps-negative",
         ["--recover-final-steps", "-2"],
         r"argument --recover-final-steps: must be >= 0, got -2",
@@ -484,6 +495,14 @@ def test_compress_rejects_bad_input(tmp_path) -> None:
     ):
         with pytest.raises(ValueError, match=message):
             compress(minilm_model_dir(), tmp_path / "out", max_encoder_params=budgets)
+    for options, message in (
+        ({"recover_hidden_loss": "cosine"}, "recover_hidden_loss must be one of mse, normalised, got 'cosine'"),
+        ({"recover_rank_by": "loss"}, "recover_rank_by must be one of metric, distillation, got 'loss'"),
+        ({"recover_hidden_weight": -1.0}, "recover_hidden_weight must be >= 0, got -1.0"),
+        ({"recover_label_weight": -0.5}, "recover_label_weight must be >= 0, got -0.5"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            compress(minilm_model_dir(), tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
 
 
@@ -601,3 +620,18 @@ def test_the_cli_offers_the_rankings_recover_knows() -> None:
     compress_parser = build_parser()._subparsers._group_actions[0].choices["compress"]
     (action,) = [a for a in compress_parser._actions if "--recover-rank-by" in a.option_strings]
     assert tuple(action.choices) == RANK_BY and action.default == "distillation"
+
+
+def test_the_cli_offers_the_hidden_losses_the_distiller_knows_and_leaves_recovery_defaults_to_the_task() -> None:
+    from lightning_nas.cli import build_parser
+    from lightning_nas.compress import TASKS
+    from lightning_nas.recovery import HIDDEN_LOSSES
+
+    compress_parser = build_parser()._subparsers._group_actions[0].choices["compress"]
+    (action,) = [a for a in compress_parser._actions if "--recover-hidden-loss" in a.option_strings]
+    assert tuple(action.choices) == HIDDEN_LOSSES and action.default is None
+    assert {task.hidden_loss for task in TASKS.values()} <= set(HIDDEN_LOSSES)
+    assert TASKS["causal-lm"].hidden_loss == "normalised" and TASKS["sequence-classification"].hidden_loss == "mse"
+    assert TASKS["causal-lm"].label_weight == 0 and TASKS["sequence-classification"].label_weight == 1
+    (action,) = [a for a in compress_parser._actions if "--recover-label-weight" in a.option_strings]
+    assert action.default is None  # the task's

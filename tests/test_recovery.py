@@ -79,7 +79,8 @@ def test_the_distiller_moves_a_narrower_shallower_student_towards_a_frozen_teach
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
 
 
-def test_the_distiller_loss_is_logits_kl_plus_weighted_hidden_and_label_terms() -> None:
+@pytest.mark.parametrize("hidden_loss", ["mse", "normalised"])
+def test_the_distiller_loss_is_logits_kl_plus_weighted_hidden_and_label_terms(hidden_loss) -> None:
     teacher, student = _bert(0), _bert(1)
     batch = next(iter(_loader()))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -89,9 +90,10 @@ def test_the_distiller_loss_is_logits_kl_plus_weighted_hidden_and_label_terms() 
     kl = torch.nn.functional.kl_div(
         s.logits.log_softmax(-1), t.logits.log_softmax(-1), log_target=True, reduction="batchmean"
     )
-    hidden = hidden_state_loss(s.hidden_states, t.hidden_states, batch["attention_mask"])
+    normalise = hidden_loss == "normalised"
+    hidden = hidden_state_loss(s.hidden_states, t.hidden_states, batch["attention_mask"], normalise=normalise)
     expected = kl + 0.5 * hidden + 2.0 * s.loss
-    distiller = Distiller(student, teacher, hidden_weight=0.5, label_weight=2.0)
+    distiller = Distiller(student, teacher, hidden_weight=0.5, hidden_loss=hidden_loss, label_weight=2.0)
     distiller.eval()
     with torch.no_grad():
         assert torch.allclose(distiller.loss(batch), expected, atol=1e-6)
@@ -106,6 +108,18 @@ def test_hidden_states_of_a_student_with_fewer_layers_match_evenly_spaced_teache
     assert float(hidden_state_loss(padded, teacher, mask)) == 0.0  # padding does not count
 
 
+def test_normalised_hidden_state_loss_weighs_every_layer_alike_whatever_its_scale() -> None:
+    # Layer 2's states are 100x layer 1's (a decoder's residual stream): the plain MSE is all layer 2,
+    # the normalised one counts each layer's error relative to its own scale.
+    teacher = (torch.zeros(1, 3, 4), torch.ones(1, 3, 4), torch.full((1, 3, 4), 100.0))
+    student = (teacher[0], torch.full((1, 3, 4), 0.5), torch.full((1, 3, 4), 50.0))
+    assert float(hidden_state_loss(student, teacher)) == pytest.approx((0.25 + 2500) / 2)
+    assert float(hidden_state_loss(student, teacher, normalise=True)) == pytest.approx(0.25)
+    mask = torch.tensor([[1, 1, 0]])
+    padded = tuple(torch.cat([s[:, :2], torch.full((1, 1, 4), 1e4)], dim=1) for s in student)
+    assert float(hidden_state_loss(padded, teacher, mask, normalise=True)) == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -113,6 +127,7 @@ def test_hidden_states_of_a_student_with_fewer_layers_match_evenly_spaced_teache
         ({"hidden_weight": -1}, "hidden_weight must be >= 0"),
         ({"warmup": 1.0}, r"warmup is a fraction of the steps in \[0, 1\)"),
         ({"temperature": 0}, "temperature must be > 0"),
+        ({"hidden_loss": "cosine"}, "hidden_loss must be one of mse, normalised, got 'cosine'"),
     ],
 )
 def test_bad_distiller_options_fail_in_one_line(options, message) -> None:

@@ -129,3 +129,18 @@ def test_quick_runs_end_to_end_at_equal_compute_and_a_rerun_reuses_the_records(b
     assert other.returncode != 0
     assert f"{out} holds records of other settings (prompt: This movie is there, Another prompt now)" in other.stderr
     assert sorted(out.rglob("*")) == files  # nothing written
+
+
+def test_the_recovery_loss_comparison_runs_end_to_end_on_a_tiny_llama(tmp_path: Path) -> None:
+    script = SCRIPT.with_name("smollm2_recovery_loss.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(script), "--quick", "--threads", "1", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "loss" not in line]
+    assert [row[0].strip() for row in rows] == ["logits", "hidden-mse", "hidden-normalised"]
+    assert all(1 < float(row[1]) < 1e6 for row in rows)
+    record = json.loads((tmp_path / "out" / "budget_0.50.json").read_text())
+    assert set(record["arch"]) == {"heads", "ffn"} and len(record["rows"]) == 3
+    bad = subprocess.run([*command, "--budget", "1.5"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--budget is a fraction in (0, 1), got 1.5" in bad.stderr
