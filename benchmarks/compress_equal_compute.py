@@ -423,7 +423,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-steps", type=int, default=None, help="default: a quarter of an epoch")
     parser.add_argument("--recover-final-steps", type=int, default=None, help="default: one epoch")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
-    parser.add_argument("--label-weight", type=float, default=None, help="recovery's weight of the label loss (default: compress's)")
+    parser.add_argument(
+        "--label-weight", type=float, default=None, help="recovery's weight of the label loss (default: compress's)"
+    )
     parser.add_argument("--recover-rank-by", choices=["metric", "distillation"], default="distillation")
     space = parser.add_mutually_exclusive_group()
     space.add_argument("--stock-config", dest="stock_config", action="store_true", default=True)

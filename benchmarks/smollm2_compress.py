@@ -60,19 +60,14 @@ Usage::
     python benchmarks/smollm2_compress.py              # SmolLM2, seed 0, budgets 0.75 and 0.5
     python benchmarks/smollm2_compress.py --seeds 0 1  # a second seed (the first's records are reused)
 
-Run time of the default command: **not run yet**. Estimated from one measured step of SmolLM2
-(forward + backward + AdamW at batch 8 x 64 tokens: 18 s of CPU time on one thread, 45-50 s
-wall on this shared machine at load 7; a no-grad forward 5.6 s), taking ~10 s per full-model
-step with 2 threads on a quiet 2-core CPU. Per budget: ours ~35 min (60 InstaTune steps ~ 96
-full-model steps, recovery 2 x 15 steps ~ 33, 8 search trials of validation + latency ~5 min,
-compress's own test evaluations of both runs ~6 min), the baseline ~25 min (the same ~130
-full-model steps of compute, the Taylor pass, one evaluation); once: the reference ~23 min, the
-pretrained evaluation ~2 min. About **2.5 h in all on a quiet 2-core CPU**, three times that on
-this machine under the load of other jobs; that is over the issue's ~45 min per command, and
-the training is already short (60 x 512 = 31k tokens per supernet): on 2 cores SmolLM2 costs what
-it costs. On one GPU the same command takes minutes; scale ``--steps``, ``--batch-size``,
+Run time of the default command, measured: about 95 min wall with ``--threads 1`` on a 2-core
+CPU shared with two or three other benchmark processes (ours 22 + 16 min, the baseline 17 + 15
+min, the reference 13.5 min, evaluations the rest; a full-model training step ~3 s with 2 threads
+on a quiet machine). That is over the issue's ~45 min per command, and the training is already
+short (60 x 512 = 31k tokens per supernet): on 2 cores SmolLM2 costs what it costs; run one seed
+per command. On one GPU the same command takes minutes; scale ``--steps``, ``--batch-size``,
 ``--block-size``, ``--recover-steps``, ``--trials`` and the text counts up there. The first use of
-SmolLM2 converts its GGUF once (~7 min, cached). Results go to ``--out`` (one JSON per model,
+SmolLM2 converts its GGUF once (~20 s to 1.5 min, cached). Results go to ``--out`` (one JSON per model,
 seed and budget, and the settings; a rerun skips what is done, and refuses an ``--out`` made with
 other settings).
 

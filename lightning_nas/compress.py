@@ -760,7 +760,10 @@ def compress(
         recover_hidden_loss = TASKS[task].hidden_loss
     if recover_label_weight is None:
         recover_label_weight = TASKS[task].label_weight
-    for name, value in (("recover_hidden_weight", recover_hidden_weight), ("recover_label_weight", recover_label_weight)):
+    for name, value in (
+        ("recover_hidden_weight", recover_hidden_weight),
+        ("recover_label_weight", recover_label_weight),
+    ):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     from lightning_nas.recovery import HIDDEN_LOSSES, RANK_BY

@@ -213,7 +213,9 @@ class Distiller(L.LightningModule):
                 )
             mask = inputs.get("attention_mask") if keyword else None
             normalise = hp.hidden_loss == "normalised"
-            loss = loss + hp.hidden_weight * hidden_state_loss(student_states, teacher_states, mask, normalise=normalise)
+            loss = loss + hp.hidden_weight * hidden_state_loss(
+                student_states, teacher_states, mask, normalise=normalise
+            )
         if with_labels:
             task = output_loss(student) if keyword else None
             if task is None:
