@@ -114,6 +114,7 @@ from lightning_nas.compress import WIDTH_FRACTIONS, compress, dense_encoder_para
 from lightning_nas.datasets import bundled_text_classification  # noqa: E402
 from lightning_nas.export.hf import load_hf  # noqa: E402
 from lightning_nas.importance import reorder_by_importance  # noqa: E402
+from lightning_nas.recovery import HIDDEN_LOSSES  # noqa: E402
 from lightning_nas.search import search_result  # noqa: E402
 
 #: The space compress searches on a decoder by default: one heads and one FFN width for all layers.
@@ -505,9 +506,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recover-steps", type=int, default=15)
     parser.add_argument("--recover-final-steps", type=int, default=30, help="the chosen candidate's final distillation")
     parser.add_argument("--hidden-weight", type=float, default=1.0)
-    parser.add_argument(
-        "--hidden-loss", choices=["mse", "normalised"], default=None, help="default: compress's for causal-lm"
-    )
+    parser.add_argument("--hidden-loss", choices=HIDDEN_LOSSES, default=None, help="default: compress's for causal-lm")
     parser.add_argument("--prompt", default="This movie is")
     parser.add_argument("--sample-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
